@@ -1,0 +1,104 @@
+//! Why a handle was refused.
+//!
+//! Every way a `void*` from C can be wrong has its own variant, so that a
+//! callback can log precisely what happened (in the spirit of Mozilla's
+//! `ffi-support` `HandleError`). None of them is ever undefined behaviour:
+//! the registry decodes the integer, checks it, and answers.
+
+use std::fmt;
+
+/// The reason an operation on a handle failed.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you care about and
+/// keep a catch-all arm.
+///
+/// ```
+/// use handle_registry::{restore, save, unref, Error};
+///
+/// let p = save(5_u8);
+/// assert!(matches!(restore::<String>(p), Err(Error::WrongType { .. })));
+/// unref(p).unwrap();
+/// assert_eq!(unref(p), Err(Error::Stale));
+/// assert_eq!(unref(std::ptr::null_mut()), Err(Error::Null));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The pointer was NULL. The registry never issues NULL, so this is
+    /// always a caller bug (often an unset `user_data`).
+    Null,
+    /// The value could never have been issued by this registry: its index
+    /// is zero or past every slot ever used, its registry bits are zero, or
+    /// its generation is newer than the slot's. Typically a forged pointer,
+    /// a real pointer passed where a handle was expected, or memory garbage.
+    Invalid,
+    /// The handle names a slot whose value has since been removed by
+    /// [`take`](crate::take) or [`unref`](crate::unref): a use after free
+    /// that the generation counter caught. A removed handle never resolves
+    /// again, not even to a later value stored in the same slot.
+    Stale,
+    /// The handle's registry bits name a different [`Registry`](crate::Registry)
+    /// than the one asked.
+    WrongRegistry,
+    /// The handle is live but holds a value of another type.
+    WrongType {
+        /// The type the caller asked for.
+        expected: &'static str,
+        /// The type that was saved.
+        found: &'static str,
+    },
+    /// The value is already borrowed by *this* thread in a way that
+    /// conflicts with the request (for example a second exclusive
+    /// [`restore`](crate::restore) while a [`Guard`](crate::Guard) is alive).
+    /// Waiting would deadlock, so the registry refuses at once. Another
+    /// thread's borrow makes the caller wait instead.
+    Busy,
+    /// The registry has no free index left (see the handle layout in
+    /// [`handle`](crate::handle)): every index the layout can express is
+    /// live or retired.
+    Full,
+    /// Every registry id is in use by a live [`Registry`](crate::Registry).
+    TooManyRegistries,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Null => f.write_str("handle is NULL"),
+            Error::Invalid => f.write_str("handle was never issued by this registry"),
+            Error::Stale => f.write_str("handle is stale: its value was already removed"),
+            Error::WrongRegistry => f.write_str("handle belongs to another registry"),
+            Error::WrongType { expected, found } => {
+                write!(f, "handle holds a `{found}`, not a `{expected}`")
+            }
+            Error::Busy => f.write_str("value is already borrowed on this thread"),
+            Error::Full => f.write_str("registry is full: no handle index left"),
+            Error::TooManyRegistries => f.write_str("too many live registries"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn assert_bounds<E: std::error::Error + Send + Sync + 'static>() {}
+        assert_bounds::<Error>();
+    }
+
+    #[test]
+    fn display_names_both_types() {
+        let e = Error::WrongType {
+            expected: "u8",
+            found: "alloc::string::String",
+        };
+        assert_eq!(
+            e.to_string(),
+            "handle holds a `alloc::string::String`, not a `u8`"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Borrows of a saved value: what `restore` and `restore_ref` return.
+//!
+//! A guard is the only way to reach a saved value, and the borrow it holds
+//! is what keeps the value alive and un-aliased: dropping the guard ends
+//! the borrow with one atomic operation, and if the handle was unreffed
+//! meanwhile, frees the value right there.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+use crate::cell::{Cell, Header};
+use crate::{thread, Registry};
+
+/// Exclusive access to a saved value; derefs to `&T` and `&mut T`.
+///
+/// Returned by [`restore`](crate::restore). While it lives, other threads
+/// restoring the same handle wait, and this thread gets
+/// [`Error::Busy`](crate::Error::Busy). It is not `Send`: the borrow
+/// belongs to the thread that took it.
+///
+/// ```
+/// let p = handle_registry::save(vec![1]);
+/// {
+///     let mut v = handle_registry::restore::<Vec<i32>>(p).unwrap();
+///     v.push(2);
+///     assert!(handle_registry::restore::<Vec<i32>>(p).is_err()); // Busy
+/// }
+/// assert_eq!(handle_registry::take::<Vec<i32>>(p).unwrap(), [1, 2]);
+/// ```
+pub struct Guard<'r, T: Any + Send> {
+    registry: &'r Registry,
+    cell: NonNull<Header>,
+    /// `&mut T`-like, and `!Send` (the owner token is this thread's).
+    _marker: PhantomData<(&'r mut T, *mut ())>,
+}
+
+// SAFETY: `&Guard` only gives `&T`, which may be shared when `T: Sync`.
+unsafe impl<T: Any + Send + Sync> Sync for Guard<'_, T> {}
+
+impl<'r, T: Any + Send> Guard<'r, T> {
+    /// # Safety
+    /// The caller holds the exclusive borrow of `cell`, a `Cell<T>` of
+    /// `registry`; the guard takes over releasing it.
+    pub(crate) unsafe fn new(registry: &'r Registry, cell: NonNull<Header>) -> Self {
+        Guard {
+            registry,
+            cell,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T: Any + Send> Deref for Guard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: we hold the exclusive borrow, so the cell is allocated
+        // and no one else accesses the value; `&self` limits us to sharing.
+        unsafe { Cell::<T>::value_ptr(self.cell).as_ref() }
+    }
+}
+
+impl<T: Any + Send> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { Cell::<T>::value_ptr(self.cell).as_mut() }
+    }
+}
+
+impl<T: Any + Send> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: we hold the exclusive borrow, released exactly once here.
+        unsafe { self.registry.release_exclusive(self.cell) }
+    }
+}
+
+impl<T: Any + Send + fmt::Debug> fmt::Debug for Guard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// Shared, read-only access to a saved `Sync` value; derefs to `&T`.
+///
+/// Returned by [`restore_ref`](crate::restore_ref). Any number of threads
+/// may hold one at once; an exclusive [`restore`](crate::restore) waits
+/// for all of them. Not `Send`, like [`Guard`].
+///
+/// ```
+/// use std::sync::Mutex;
+///
+/// let p = handle_registry::save(Mutex::new(0));
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             let shared = handle_registry::restore_ref::<Mutex<i32>>(p).unwrap();
+///             *shared.lock().unwrap() += 1;
+///         });
+///     }
+/// });
+/// assert_eq!(handle_registry::take::<Mutex<i32>>(p).unwrap().into_inner().unwrap(), 4);
+/// ```
+pub struct SharedGuard<'r, T: Any + Send + Sync> {
+    registry: &'r Registry,
+    cell: NonNull<Header>,
+    _marker: PhantomData<(&'r T, *mut ())>,
+}
+
+// SAFETY: `&SharedGuard` gives `&T`, and `T: Sync`.
+unsafe impl<T: Any + Send + Sync> Sync for SharedGuard<'_, T> {}
+
+impl<'r, T: Any + Send + Sync> SharedGuard<'r, T> {
+    /// # Safety
+    /// The caller holds a shared borrow of `cell`, a `Cell<T>` of
+    /// `registry`; the guard takes over releasing it.
+    pub(crate) unsafe fn new(registry: &'r Registry, cell: NonNull<Header>) -> Self {
+        thread::push_shared(cell.as_ptr() as usize);
+        SharedGuard {
+            registry,
+            cell,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T: Any + Send + Sync> Deref for SharedGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: a shared borrow keeps the cell allocated and excludes
+        // every `&mut T`; other readers only hold `&T`, fine as `T: Sync`.
+        unsafe { Cell::<T>::value_ptr(self.cell).as_ref() }
+    }
+}
+
+impl<T: Any + Send + Sync> Drop for SharedGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: we hold one shared borrow, released exactly once here.
+        unsafe { self.registry.release_shared(self.cell) }
+    }
+}
+
+impl<T: Any + Send + Sync + fmt::Debug> fmt::Debug for SharedGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}

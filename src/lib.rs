@@ -1,0 +1,166 @@
+//! Pass Rust values through C's `void* user_data` as checked handles.
+//!
+//! C libraries report events through callbacks that receive a `void*`
+//! passed through from the call that started the work. The usual Rust
+//! answer, `Box::into_raw`, hands C a real pointer, and C can call back
+//! after the value was freed, on another thread, twice, or with garbage.
+//! This crate hands C a small integer instead (the approach of Go's
+//! `mattn/go-pointer` and `runtime/cgo.Handle`): an index into a global,
+//! lock-guarded [`slab`](https://docs.rs/slab) plus a generation and a
+//! registry id. Callbacks [`restore`] the handle and get a typed guard, or a
+//! precise [`Error`]: [`Null`](Error::Null), [`Invalid`](Error::Invalid),
+//! [`Stale`](Error::Stale), [`WrongRegistry`](Error::WrongRegistry),
+//! [`WrongType`](Error::WrongType), [`Busy`](Error::Busy). No integer C
+//! hands back can cause undefined behaviour.
+//!
+//! ```
+//! use handle_registry::{restore, save, take, unref, Error};
+//!
+//! let user_data = save(Vec::<i32>::new()); // *mut c_void, never NULL
+//! // ... C calls back with `user_data` ...
+//! restore::<Vec<i32>>(user_data).unwrap().push(100);
+//! assert_eq!(take::<Vec<i32>>(user_data).unwrap(), [100]);
+//! // A late call after the value is gone is an error, not a use after free.
+//! assert_eq!(unref(user_data), Err(Error::Stale));
+//! ```
+//!
+//! # Modules
+//!
+//! * [`handle`]: the bit layout of a handle and its limits.
+//! * [`Registry`]: the slab, its locking protocol, and the operations.
+//! * [`Guard`] / [`SharedGuard`]: exclusive and shared borrows.
+//! * [`Handle`]: an owning handle that unrefs on drop.
+//! * [`panic`]: carrying a callback's panic back across C.
+//!
+//! # Threads, re-entrancy and panics
+//!
+//! * The registry's lock is never held while user code runs: code holding
+//!   a guard, or a value's `Drop`, may use the registry freely.
+//! * The same handle restored on two threads: the second waits. On the same
+//!   thread while borrowed: [`Error::Busy`], never a deadlock.
+//! * `Sync` values can be read from many threads at once with
+//!   [`restore_ref`].
+//! * [`unref`] of a borrowed value makes the handle stale at once and drops
+//!   the value when the last guard is released, on that guard's thread.
+//! * A value whose `Drop` panics leaves the registry intact.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod cell;
+mod error;
+mod guard;
+pub mod handle;
+mod owned;
+pub mod panic;
+mod registry;
+mod thread;
+
+use std::any::Any;
+use std::ffi::c_void;
+
+pub use error::Error;
+pub use guard::{Guard, SharedGuard};
+pub use owned::Handle;
+pub use registry::{LeakReport, LiveEntry, Registry};
+
+/// Saves `value` in the global registry and returns its handle, never NULL.
+///
+/// Go: `pointer.Save(v)`. The caller's location is recorded for
+/// [`Registry::leak_report`].
+///
+/// ```
+/// let p = handle_registry::save(String::from("hi"));
+/// assert!(!p.is_null());
+/// # handle_registry::unref(p).unwrap();
+/// ```
+#[track_caller]
+pub fn save<T: Any + Send>(value: T) -> *mut c_void {
+    Registry::global().save(value)
+}
+
+/// Borrows a value of the global registry exclusively.
+///
+/// Go: `pointer.Restore(p).(*T)`, but checked: see [`Registry::restore`].
+///
+/// ```
+/// let p = handle_registry::save(1u8);
+/// *handle_registry::restore::<u8>(p).unwrap() += 1;
+/// assert_eq!(handle_registry::take::<u8>(p), Ok(2));
+/// ```
+pub fn restore<T: Any + Send>(ptr: *mut c_void) -> Result<Guard<'static, T>, Error> {
+    Registry::global().restore(ptr)
+}
+
+/// Borrows a `Sync` value of the global registry shared, for callbacks that
+/// run in parallel. See [`Registry::restore_ref`].
+///
+/// ```
+/// let p = handle_registry::save(7u32);
+/// let a = handle_registry::restore_ref::<u32>(p).unwrap();
+/// let b = handle_registry::restore_ref::<u32>(p).unwrap();
+/// assert_eq!(*a + *b, 14);
+/// # drop((a, b)); handle_registry::unref(p).unwrap();
+/// ```
+pub fn restore_ref<T: Any + Send + Sync>(
+    ptr: *mut c_void,
+) -> Result<SharedGuard<'static, T>, Error> {
+    Registry::global().restore_ref(ptr)
+}
+
+/// Removes a value from the global registry and returns it.
+/// See [`Registry::take`].
+///
+/// ```
+/// let p = handle_registry::save(vec![1, 2]);
+/// assert_eq!(handle_registry::take::<Vec<i32>>(p).unwrap(), [1, 2]);
+/// ```
+pub fn take<T: Any + Send>(ptr: *mut c_void) -> Result<T, Error> {
+    Registry::global().take(ptr)
+}
+
+/// Removes a value from the global registry and drops it.
+///
+/// Go: `pointer.Unref(p)`. See [`Registry::unref`].
+///
+/// ```
+/// let p = handle_registry::save(0u8);
+/// assert_eq!(handle_registry::unref(p), Ok(()));
+/// assert_eq!(handle_registry::unref(p), Err(handle_registry::Error::Stale));
+/// ```
+pub fn unref(ptr: *mut c_void) -> Result<(), Error> {
+    Registry::global().unref(ptr)
+}
+
+/// [`unref`] for C: fits a destroy-notify slot (`GDestroyNotify`,
+/// sqlite's `xDestroy`, a `free_func`).
+///
+/// It accepts any value, never unwinds and never aborts: a bad handle is
+/// ignored, and a panic from the value's `Drop` is caught and discarded
+/// (there is no Rust caller to resume it in).
+///
+/// # Safety
+///
+/// Always safe to call, with any pointer. It is declared `unsafe` only so
+/// that it has the type C function-pointer slots use in bindings
+/// (`unsafe extern "C" fn(*mut c_void)`).
+///
+/// ```
+/// let p = handle_registry::save(String::from("owned by C now"));
+/// let destroy: unsafe extern "C" fn(*mut std::ffi::c_void) = handle_registry::c_unref;
+/// // SAFETY: `c_unref` accepts any value.
+/// unsafe { destroy(p) };
+/// unsafe { destroy(p) }; // twice: ignored
+/// unsafe { destroy(std::ptr::null_mut()) }; // NULL: ignored
+/// assert!(handle_registry::restore::<String>(p).is_err());
+/// ```
+pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
+    let carrier = panic::PanicCarrier::new();
+    carrier.catch(|| {
+        let _ = unref(ptr);
+    });
+    if let Some(payload) = carrier.take() {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))).is_err() {
+            // Dropping the payload panicked too; it is gone either way.
+        }
+    }
+}

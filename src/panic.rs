@@ -1,0 +1,175 @@
+//! Carrying a panic from a callback back across C.
+//!
+//! Since Rust 1.81 a panic that reaches an `extern "C"` boundary aborts the
+//! process. Every trampoline that C calls must therefore catch panics, and
+//! the panic should still reach the Rust code that started the C call, as
+//! if C were not there. git2-rs and curl-rust do this with a thread-local
+//! slot; that cannot work when C calls back on *its own* threads, so here
+//! the slot travels with the callback's state instead: put a
+//! [`PanicCarrier`] in the value you [`save`](crate::save), catch in the
+//! trampoline, resume (or turn into an error) after C returns.
+//!
+//! After the first panic the carrier refuses to run more callbacks, so the
+//! rest of the C operation's callbacks are skipped: the code that panicked
+//! may have left its state half-updated, and nothing should observe it.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+/// Holds the first panic caught in a group of callbacks.
+///
+/// ```
+/// use handle_registry::panic::PanicCarrier;
+///
+/// let carrier = PanicCarrier::new();
+/// // In the trampoline:
+/// assert_eq!(carrier.catch(|| 1 + 1), Some(2));
+/// assert_eq!(carrier.catch(|| -> i32 { panic!("boom") }), None);
+/// assert_eq!(carrier.catch(|| 3), None); // skipped after a panic
+/// // After C returns:
+/// let payload = carrier.take().unwrap();
+/// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+/// ```
+#[derive(Default)]
+pub struct PanicCarrier {
+    panicked: AtomicBool,
+    payload: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl PanicCarrier {
+    /// An empty carrier.
+    ///
+    /// ```
+    /// let c = handle_registry::panic::PanicCarrier::new();
+    /// assert!(!c.has_panicked());
+    /// ```
+    pub const fn new() -> Self {
+        PanicCarrier {
+            panicked: AtomicBool::new(false),
+            payload: parking_lot::const_mutex(None),
+        }
+    }
+
+    /// Runs `f` unless a panic was already caught; catches a panic from it.
+    ///
+    /// Returns `None` when `f` panicked (the payload is kept, the first one
+    /// wins) or was skipped. Safe to call from several threads at once.
+    ///
+    /// `f` is treated as unwind-safe: after a panic the carrier runs
+    /// nothing more, so no broken invariant is observed through it; the
+    /// panic is resumed in the caller, which is where `UnwindSafe` would
+    /// have been judged.
+    ///
+    /// ```
+    /// let c = handle_registry::panic::PanicCarrier::new();
+    /// assert_eq!(c.catch(|| "ran"), Some("ran"));
+    /// ```
+    pub fn catch<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        if self.has_panicked() {
+            return None;
+        }
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                self.panicked.store(true, Ordering::Release);
+                let mut slot = self.payload.lock();
+                if slot.is_none() {
+                    *slot = Some(payload);
+                } else {
+                    drop(slot);
+                    forget_payload(payload);
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether a panic was caught.
+    ///
+    /// ```
+    /// let c = handle_registry::panic::PanicCarrier::new();
+    /// c.catch(|| panic!("x"));
+    /// assert!(c.has_panicked());
+    /// ```
+    pub fn has_panicked(&self) -> bool {
+        self.panicked.load(Ordering::Acquire)
+    }
+
+    /// Removes the caught panic's payload, if any. The carrier keeps
+    /// skipping callbacks.
+    ///
+    /// ```
+    /// let c = handle_registry::panic::PanicCarrier::new();
+    /// assert!(c.take().is_none());
+    /// ```
+    pub fn take(&self) -> Option<Box<dyn Any + Send>> {
+        self.payload.lock().take()
+    }
+
+    /// Resumes the caught panic on this thread, if there is one.
+    ///
+    /// Call it on the Rust side after the C function returned.
+    ///
+    /// ```should_panic
+    /// let c = handle_registry::panic::PanicCarrier::new();
+    /// c.catch(|| panic!("from the callback"));
+    /// c.resume(); // panics with "from the callback"
+    /// ```
+    pub fn resume(&self) {
+        if let Some(payload) = self.take() {
+            resume_unwind(payload);
+        }
+    }
+}
+
+impl fmt::Debug for PanicCarrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PanicCarrier")
+            .field("panicked", &self.has_panicked())
+            .finish()
+    }
+}
+
+/// The message of a panic payload, when it is a string (as `panic!` makes).
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("at {}", 3)).unwrap_err();
+/// assert_eq!(handle_registry::panic::message(&*payload), Some("at 3"));
+/// ```
+pub fn message(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+/// Drops a second panic's payload without letting its own `Drop` unwind.
+fn forget_payload(payload: Box<dyn Any + Send>) {
+    if catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
+        // A payload whose drop panics: nothing sane to do but not unwind.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_panic_wins_across_threads() {
+        let c = PanicCarrier::new();
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let c = &c;
+                s.spawn(move || c.catch(|| panic!("thread {i}")));
+            }
+        });
+        let payload = c.take().unwrap();
+        assert!(message(&*payload).unwrap().starts_with("thread "));
+        assert!(c.take().is_none());
+        assert!(c.has_panicked());
+    }
+}

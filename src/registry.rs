@@ -1,0 +1,789 @@
+//! The registry: a `slab` of cells behind one `parking_lot` lock.
+//!
+//! # Concurrency protocol
+//!
+//! Read this before the code; everything below follows from it.
+//!
+//! 1. **The table lock guards lookups, never user code.** `save`, `take`
+//!    and `unref` take it for writing, `restore`/`restore_ref` for reading.
+//!    It is held only to decode a handle, check its generation and type,
+//!    and attempt one compare-exchange on the cell's borrow word (see
+//!    [`cell`](crate::cell)). Values are dropped, and guards used, with no
+//!    lock held, so code running inside a callback may save, restore, take
+//!    and unref other handles, or start a nested traversal.
+//! 2. **Borrows live in the cell, not in the table.** A cell is a separate
+//!    heap allocation, so its address outlives the lock and survives the
+//!    slab growing. A guard releases its borrow with one atomic operation.
+//! 3. **Waiting never holds a reference.** When another thread holds a
+//!    conflicting borrow, the caller takes the registry's `wait_lock`, sets
+//!    the cell's `WAITING` bit (while still under the table lock, so the
+//!    cell is alive), drops the table lock and parks on `wake`. Releasers
+//!    that see `WAITING` take `wait_lock` and wake everyone. Woken threads
+//!    redo the whole lookup, so a value removed meanwhile answers `Stale`.
+//!    Lock order is `wait_lock` → table; releasers hold no table lock.
+//! 4. **Removal hands the cell over.** `unref` takes the cell out of the
+//!    slab and bumps the slot's generation under the write lock, so no new
+//!    borrow can find it. Then, lock-free: if nobody borrows it the
+//!    remover frees it; otherwise it marks it `ORPHANED` and the last
+//!    borrower frees it when its guard drops, on that guard's thread.
+//!    `take` needs the value itself, so it waits for other threads'
+//!    borrows to end (and refuses with `Busy` when the borrow is its own).
+//! 5. **A panicking `Drop` cannot corrupt anything**: by the time a value is
+//!    dropped, the table and the borrow word already say it is gone.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::fmt;
+use std::panic::Location;
+use std::ptr::NonNull;
+
+use once_cell::sync::Lazy;
+use parking_lot::{Condvar, Mutex, RwLock};
+use slab::Slab;
+
+use crate::cell::{self, Blocked, Cell, Header, EXCLUSIVE, READER, WAITING};
+use crate::handle::{self, Layout};
+use crate::{thread, Error, Guard, Handle, SharedGuard};
+
+const LAYOUT: Layout = Layout::NATIVE;
+const GLOBAL_ID: u32 = 1;
+
+/// A set of saved values, each reachable through an opaque handle.
+///
+/// Most programs use the process-wide [`Registry::global`] through the free
+/// functions ([`save`](crate::save), [`restore`](crate::restore), …). A
+/// crate that wraps a C library may want its own registry, so that handles
+/// from other libraries are refused with [`Error::WrongRegistry`] and its
+/// [`leak_report`](Registry::leak_report) lists only its own values: keep
+/// it in a `static`.
+///
+/// ```
+/// use handle_registry::{Error, Registry};
+/// use once_cell::sync::Lazy;
+///
+/// static MY_LIB: Lazy<Registry> = Lazy::new(Registry::new);
+///
+/// let p = MY_LIB.save(vec![1, 2, 3]);
+/// MY_LIB.restore::<Vec<i32>>(p).unwrap().push(4);
+/// assert_eq!(MY_LIB.take::<Vec<i32>>(p).unwrap(), [1, 2, 3, 4]);
+/// // The global registry does not know this handle.
+/// assert_eq!(handle_registry::unref(p), Err(Error::WrongRegistry));
+/// ```
+pub struct Registry {
+    id: u32,
+    table: RwLock<Table>,
+    /// Serialises parking, see protocol step 3.
+    wait_lock: Mutex<()>,
+    wake: Condvar,
+}
+
+// SAFETY: the registry owns its cells, whose values are all `Send`: moving
+// the registry to another thread moves those values, which `Send` permits.
+unsafe impl Send for Registry {}
+// SAFETY: shared use hands out `&mut T` to one thread at a time (the
+// borrow word is the lock; `T: Send` suffices, as for `Mutex<T>`), and
+// `&T` to several threads only through `restore_ref`, which requires
+// `T: Sync`. Values may be dropped on any thread, which `Send` permits.
+unsafe impl Sync for Registry {}
+
+/// One slab entry.
+enum Slot {
+    Live(NonNull<Header>),
+    /// Its generation is exhausted; never reused (see [`handle`](crate::handle)).
+    Retired,
+}
+
+struct Table {
+    slots: Slab<Slot>,
+    /// Per slot: the generation of its current value, or of the next one
+    /// when it is vacant. Kept beside the slab because a vacant slab entry
+    /// cannot remember it.
+    generations: Vec<u32>,
+    retired: usize,
+    /// Where new slots start counting (non-zero for a reused registry id).
+    base: u32,
+}
+
+/// Registry ids that may be handed out, with the generation they start at.
+struct IdPool {
+    free: Vec<(u32, u32)>,
+    next: u32,
+}
+
+static IDS: Mutex<IdPool> = parking_lot::const_mutex(IdPool {
+    free: Vec::new(),
+    next: GLOBAL_ID + 1,
+});
+
+/// One step of an operation that may have to wait for a borrow to end.
+enum Step<R> {
+    Done(Result<R, Error>),
+    /// Blocked by another thread; `WAITING` is set (or the caller has not
+    /// tried to set it yet).
+    Park,
+    /// The borrow word moved while setting `WAITING`: try again at once.
+    Again,
+}
+
+impl Registry {
+    /// The process-wide registry used by [`save`](crate::save),
+    /// [`restore`](crate::restore) and the other free functions.
+    ///
+    /// ```
+    /// use handle_registry::Registry;
+    ///
+    /// let p = Registry::global().save("hello");
+    /// assert_eq!(*handle_registry::restore::<&str>(p).unwrap(), "hello");
+    /// Registry::global().unref(p).unwrap();
+    /// ```
+    pub fn global() -> &'static Registry {
+        static GLOBAL: Lazy<Registry> = Lazy::new(|| Registry::with_id(GLOBAL_ID, 0));
+        &GLOBAL
+    }
+
+    /// A new, independent registry.
+    ///
+    /// # Panics
+    ///
+    /// When 254 registries besides the global one are alive at once (14 on
+    /// 32-bit targets); use [`Registry::try_new`] to get an error instead.
+    ///
+    /// ```
+    /// let a = handle_registry::Registry::new();
+    /// let b = handle_registry::Registry::new();
+    /// let p = a.save(1u8);
+    /// assert!(b.restore::<u8>(p).is_err());
+    /// assert_eq!(a.take::<u8>(p), Ok(1));
+    /// ```
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Registry {
+        match Registry::try_new() {
+            Ok(r) => r,
+            Err(e) => panic!("handle_registry::Registry::new: {e}"),
+        }
+    }
+
+    /// A new registry, or [`Error::TooManyRegistries`] when every registry
+    /// id is taken by a live registry.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::try_new().unwrap();
+    /// assert!(r.is_empty());
+    /// ```
+    pub fn try_new() -> Result<Registry, Error> {
+        let (id, base) = {
+            let mut pool = IDS.lock();
+            if let Some(reused) = pool.free.pop() {
+                reused
+            } else if pool.next <= LAYOUT.max_registry() {
+                pool.next += 1;
+                (pool.next - 1, 0)
+            } else {
+                return Err(Error::TooManyRegistries);
+            }
+        };
+        Ok(Registry::with_id(id, base))
+    }
+
+    fn with_id(id: u32, base: u32) -> Registry {
+        Registry {
+            id,
+            table: RwLock::new(Table {
+                slots: Slab::new(),
+                generations: Vec::new(),
+                retired: 0,
+                base,
+            }),
+            wait_lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Moves `value` into the registry and returns its handle, never NULL.
+    ///
+    /// The caller's source location is recorded for
+    /// [`leak_report`](Registry::leak_report).
+    ///
+    /// # Panics
+    ///
+    /// When 16 777 214 values are already live in this registry (65 534 on
+    /// 32-bit targets); see [`handle`](crate::handle). The value is dropped
+    /// first.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(String::from("state"));
+    /// assert!(!p.is_null());
+    /// assert_eq!(r.len(), 1);
+    /// # r.unref(p).unwrap();
+    /// ```
+    #[track_caller]
+    pub fn save<T: Any + Send>(&self, value: T) -> *mut c_void {
+        let cell = Cell::allocate(value, Location::caller());
+        let raw = {
+            let mut table = self.table.write();
+            let index = table.slots.vacant_key();
+            if index > LAYOUT.max_index() {
+                None
+            } else {
+                table.slots.insert(Slot::Live(cell));
+                if index == table.generations.len() {
+                    let base = table.base;
+                    table.generations.push(base);
+                }
+                Some(LAYOUT.encode(index, self.id, table.generations[index]))
+            }
+        };
+        match raw {
+            Some(raw) => handle::to_ptr(raw),
+            None => {
+                // SAFETY: the cell was never published; we own it.
+                unsafe { Header::free(cell) };
+                panic!("handle_registry: {}", Error::Full)
+            }
+        }
+    }
+
+    /// Borrows the value exclusively, for reading and writing.
+    ///
+    /// If another thread holds a borrow of the same handle, this waits for
+    /// it to end. If this thread does, it fails with [`Error::Busy`].
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(0u64);
+    /// *r.restore::<u64>(p).unwrap() += 1;
+    /// assert_eq!(*r.restore::<u64>(p).unwrap(), 1);
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
+        let token = thread::token();
+        let cell = self.run(|park| {
+            let table = self.table.read();
+            let cell = match self.find::<T>(&table, ptr) {
+                Ok(c) => c,
+                Err(e) => return Step::Done(Err(e)),
+            };
+            // SAFETY: the cell is in the slab and we hold the table lock.
+            let header = unsafe { cell::header(cell) };
+            match header.try_exclusive(token) {
+                Ok(()) => Step::Done(Ok(cell)),
+                Err(blocked) => blocked_step(header, blocked, park),
+            }
+        })?;
+        // SAFETY: we hold the exclusive borrow of a `Cell<T>` (type checked
+        // in `find`) of this registry.
+        Ok(unsafe { Guard::new(self, cell) })
+    }
+
+    /// Borrows the value shared, for reading, alongside other readers.
+    ///
+    /// Use this for `Sync` values that C calls back from several threads at
+    /// once with the same `user_data` (a thread pool, a parallel traversal):
+    /// readers never wait for each other, only for an exclusive
+    /// [`restore`](Registry::restore). Mutate through atomics or locks in
+    /// the value. Use `restore` when the value needs `&mut`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(AtomicUsize::new(0));
+    /// let a = r.restore_ref::<AtomicUsize>(p).unwrap();
+    /// let b = r.restore_ref::<AtomicUsize>(p).unwrap();
+    /// a.fetch_add(1, Ordering::Relaxed);
+    /// assert_eq!(b.load(Ordering::Relaxed), 1);
+    /// # drop((a, b)); r.unref(p).unwrap();
+    /// ```
+    pub fn restore_ref<T: Any + Send + Sync>(
+        &self,
+        ptr: *mut c_void,
+    ) -> Result<SharedGuard<'_, T>, Error> {
+        let token = thread::token();
+        let cell = self.run(|park| {
+            let table = self.table.read();
+            let cell = match self.find::<T>(&table, ptr) {
+                Ok(c) => c,
+                Err(e) => return Step::Done(Err(e)),
+            };
+            // SAFETY: the cell is in the slab and we hold the table lock.
+            let header = unsafe { cell::header(cell) };
+            match header.try_shared(token) {
+                Ok(()) => Step::Done(Ok(cell)),
+                Err(blocked) => blocked_step(header, blocked, park),
+            }
+        })?;
+        // SAFETY: we hold a shared borrow of a `Cell<T>` of this registry.
+        Ok(unsafe { SharedGuard::new(self, cell) })
+    }
+
+    /// Removes the value and returns it. The handle is stale from now on.
+    ///
+    /// Waits while another thread borrows the value; fails with
+    /// [`Error::Busy`] if this thread does (use [`unref`](Registry::unref)
+    /// to free a value from inside its own borrow).
+    ///
+    /// ```
+    /// use handle_registry::Error;
+    ///
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(vec!['a']);
+    /// assert_eq!(r.take::<Vec<char>>(p), Ok(vec!['a']));
+    /// assert_eq!(r.take::<Vec<char>>(p), Err(Error::Stale));
+    /// ```
+    pub fn take<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
+        let token = thread::token();
+        let cell = self.run(|park| {
+            let mut table = self.table.write();
+            let cell = match self.find::<T>(&table, ptr) {
+                Ok(c) => c,
+                Err(e) => return Step::Done(Err(e)),
+            };
+            // SAFETY: the cell is in the slab and we hold the table lock.
+            let header = unsafe { cell::header(cell) };
+            match header.try_exclusive(token) {
+                Ok(()) => {
+                    table.remove(cell_index(ptr));
+                    Step::Done(Ok(cell))
+                }
+                Err(blocked) => blocked_step(header, blocked, park),
+            }
+        })?;
+        // We hold the only borrow of a cell nobody can find any more.
+        // SAFETY: the cell is live until freed below.
+        let before = unsafe { cell::header(cell) }.release_exclusive();
+        if before & WAITING != 0 {
+            self.wake_waiters();
+        }
+        // SAFETY: we own the cell (out of the slab, no borrows), and `find`
+        // checked that it holds a `T`.
+        Ok(unsafe { Cell::<T>::into_value(cell) })
+    }
+
+    /// Removes the value and drops it. The handle is stale from now on.
+    ///
+    /// Never waits. If the value is borrowed (on any thread, including this
+    /// one), new lookups fail with [`Error::Stale`] at once and the value is
+    /// dropped when the last guard is released, on that guard's thread.
+    ///
+    /// If the value's `Drop` panics, the panic propagates to the caller
+    /// (after the registry has forgotten the value).
+    ///
+    /// ```
+    /// use handle_registry::Error;
+    ///
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(42u8);
+    /// r.unref(p).unwrap();
+    /// assert_eq!(r.unref(p), Err(Error::Stale));
+    /// ```
+    pub fn unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        let cell = {
+            let mut table = self.table.write();
+            let cell = self.find_any(&table, ptr)?;
+            table.remove(cell_index(ptr));
+            cell
+        };
+        // SAFETY: the cell is still allocated: only we (or, after the call
+        // below marks it orphaned, the last borrower) may free it.
+        let header = unsafe { cell::header(cell) };
+        if header.orphan_or_own() {
+            // No borrower means nobody is parked for one (step 3), so there
+            // is no one to wake.
+            // SAFETY: out of the slab and not borrowed: ours alone.
+            unsafe { Header::free(cell) };
+        }
+        Ok(())
+    }
+
+    /// Whether `ptr` names a live `T` in this registry, without borrowing
+    /// it. The answer can change as soon as it is given (another thread may
+    /// unref the handle); use it for diagnostics and early validation.
+    ///
+    /// ```
+    /// use handle_registry::Error;
+    ///
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(1u8);
+    /// assert_eq!(r.check::<u8>(p), Ok(()));
+    /// assert!(matches!(r.check::<u16>(p), Err(Error::WrongType { .. })));
+    /// r.unref(p).unwrap();
+    /// assert_eq!(r.check::<u8>(p), Err(Error::Stale));
+    /// ```
+    pub fn check<T: Any>(&self, ptr: *mut c_void) -> Result<(), Error> {
+        let table = self.table.read();
+        self.find::<T>(&table, ptr).map(drop)
+    }
+
+    /// How many values are live (saved and not yet taken or unreffed).
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(());
+    /// assert_eq!(r.len(), 1);
+    /// r.unref(p).unwrap();
+    /// assert_eq!(r.len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        let table = self.table.read();
+        table.slots.len() - table.retired
+    }
+
+    /// Whether no value is live.
+    ///
+    /// ```
+    /// assert!(handle_registry::Registry::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every live value's handle, type and save site: what a test or a
+    /// shutdown hook prints to find handles that were never released.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(3.5f64);
+    /// let report = r.leak_report();
+    /// assert_eq!(report.entries().len(), 1);
+    /// assert_eq!(report.entries()[0].type_name(), "f64");
+    /// assert!(report.to_string().contains("f64"));
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn leak_report(&self) -> LeakReport {
+        let table = self.table.read();
+        let entries = table
+            .slots
+            .iter()
+            .filter_map(|(index, slot)| match slot {
+                Slot::Live(cell) => {
+                    // SAFETY: live cells are allocated while the lock is held.
+                    let header = unsafe { cell::header(*cell) };
+                    Some(LiveEntry {
+                        handle: handle::to_ptr(LAYOUT.encode(
+                            index,
+                            self.id,
+                            table.generations[index],
+                        )) as usize,
+                        type_name: (header.vtable.type_name)(),
+                        site: header.site,
+                    })
+                }
+                Slot::Retired => None,
+            })
+            .collect();
+        LeakReport { entries }
+    }
+
+    /// An owning [`Handle`] to `value` in this registry.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let h = r.handle(String::from("owned"));
+    /// assert_eq!(r.len(), 1);
+    /// drop(h);
+    /// assert!(r.is_empty());
+    /// ```
+    #[track_caller]
+    pub fn handle<T: Any + Send>(&self, value: T) -> Handle<'_, T> {
+        let ptr = self.save(value);
+        Handle::from_parts(self, ptr)
+    }
+
+    /// Runs `attempt` until it is done, parking between tries when another
+    /// thread holds a conflicting borrow (protocol step 3). The first try
+    /// takes no wait lock: that is the fast path.
+    fn run<R>(&self, mut attempt: impl FnMut(bool) -> Step<R>) -> Result<R, Error> {
+        if let Step::Done(result) = attempt(false) {
+            return result;
+        }
+        let mut waiting = self.wait_lock.lock();
+        loop {
+            match attempt(true) {
+                Step::Done(result) => return result,
+                Step::Again => {}
+                Step::Park => self.wake.wait(&mut waiting),
+            }
+        }
+    }
+
+    #[cold]
+    fn wake_waiters(&self) {
+        let _waiting = self.wait_lock.lock();
+        self.wake.notify_all();
+    }
+
+    /// The live cell `ptr` names, checked to hold a `T`.
+    #[inline]
+    fn find<T: Any>(&self, table: &Table, ptr: *mut c_void) -> Result<NonNull<Header>, Error> {
+        let cell = self.find_any(table, ptr)?;
+        // SAFETY: the cell is in the slab and the caller holds the lock.
+        let header = unsafe { cell::header(cell) };
+        if header.holds::<T>() {
+            Ok(cell)
+        } else {
+            Err(Error::WrongType {
+                expected: std::any::type_name::<T>(),
+                found: (header.vtable.type_name)(),
+            })
+        }
+    }
+
+    /// The live cell `ptr` names, whatever its type.
+    #[inline]
+    fn find_any(&self, table: &Table, ptr: *mut c_void) -> Result<NonNull<Header>, Error> {
+        let decoded = LAYOUT.decode(handle::from_ptr(ptr))?;
+        if decoded.registry != self.id {
+            return Err(Error::WrongRegistry);
+        }
+        let current = *table.generations.get(decoded.index).ok_or(Error::Invalid)?;
+        if decoded.generation < current {
+            return Err(Error::Stale);
+        }
+        if decoded.generation > current {
+            return Err(Error::Invalid);
+        }
+        match table.slots.get(decoded.index) {
+            Some(Slot::Live(cell)) => Ok(*cell),
+            // Its last generation was issued, then freed.
+            Some(Slot::Retired) => Err(Error::Stale),
+            // The generation of a value not saved yet.
+            None => Err(Error::Invalid),
+        }
+    }
+
+    /// Ends an exclusive borrow taken by [`restore`](Registry::restore).
+    ///
+    /// # Safety
+    /// The caller holds the exclusive borrow of `cell`, a cell of `self`.
+    pub(crate) unsafe fn release_exclusive(&self, cell: NonNull<Header>) {
+        // SAFETY: a borrowed cell stays allocated until its last borrow ends.
+        let before = unsafe { cell::header(cell) }.release_exclusive();
+        // From here on the cell may be freed by a remover: only `before` is used.
+        if before & WAITING != 0 {
+            self.wake_waiters();
+        }
+        if cell::last_out_of_orphan(before, true) {
+            // SAFETY: the remover handed the cell over and ours was the
+            // last borrow.
+            unsafe { Header::free(cell) };
+        }
+    }
+
+    /// Ends a shared borrow taken by [`restore_ref`](Registry::restore_ref).
+    ///
+    /// # Safety
+    /// The caller holds a shared borrow of `cell`, a cell of `self`.
+    pub(crate) unsafe fn release_shared(&self, cell: NonNull<Header>) {
+        thread::pop_shared(cell.as_ptr() as usize);
+        // SAFETY: a borrowed cell stays allocated until its last borrow ends.
+        let before = unsafe { cell::header(cell) }.release_shared();
+        // From here on the cell may be freed by a remover: only `before` is used.
+        let last = before & !(EXCLUSIVE | WAITING | cell::ORPHANED) == READER;
+        if last && before & WAITING != 0 {
+            self.wake_waiters();
+        }
+        if last && cell::last_out_of_orphan(before, false) {
+            // SAFETY: handed over by the remover; ours was the last borrow.
+            unsafe { Header::free(cell) };
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_generation(&self, ptr: *mut c_void, generation: u32) -> *mut c_void {
+        let index = cell_index(ptr);
+        self.table.write().generations[index] = generation;
+        handle::to_ptr(LAYOUT.encode(index, self.id, generation))
+    }
+}
+
+/// What a blocked attempt should do next.
+fn blocked_step<R>(header: &Header, blocked: Blocked, park: bool) -> Step<R> {
+    match blocked {
+        Blocked::ByThisThread => Step::Done(Err(Error::Busy)),
+        Blocked::ByOther(_) if !park => Step::Park,
+        Blocked::ByOther(seen) if header.set_waiting(seen) => Step::Park,
+        Blocked::ByOther(_) => Step::Again,
+    }
+}
+
+/// The slot index of a handle that `find_any` already accepted.
+fn cell_index(ptr: *mut c_void) -> usize {
+    LAYOUT
+        .decode(handle::from_ptr(ptr))
+        .map(|d| d.index)
+        .unwrap_or(usize::MAX)
+}
+
+impl Table {
+    /// Empties slot `index`, moving its generation on or retiring it.
+    fn remove(&mut self, index: usize) {
+        if self.generations[index] == LAYOUT.max_generation() {
+            self.slots[index] = Slot::Retired;
+            self.retired += 1;
+        } else {
+            self.slots.remove(index);
+            self.generations[index] += 1;
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let table = self.table.get_mut();
+        // No guard can outlive `&self`, so every cell is unborrowed and ours.
+        let mut panic = None;
+        for (_, slot) in std::mem::take(&mut table.slots) {
+            if let Slot::Live(cell) = slot {
+                // SAFETY: owned, see above. Keep dropping the rest if one
+                // value's `Drop` panics, then resume the first panic.
+                let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                    Header::free(cell)
+                }));
+                if let Err(payload) = dropped {
+                    panic.get_or_insert(payload);
+                }
+            }
+        }
+        if self.id != GLOBAL_ID {
+            let next_base = table
+                .generations
+                .iter()
+                .map(|&g| u64::from(g) + 1)
+                .max()
+                .unwrap_or(0)
+                .max(u64::from(table.base));
+            if next_base <= u64::from(LAYOUT.max_generation()) {
+                IDS.lock().free.push((self.id, next_base as u32));
+            }
+        }
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
+        }
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("id", &self.id)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// One live value, as listed by [`Registry::leak_report`].
+///
+/// ```
+/// let r = handle_registry::Registry::new();
+/// let p = r.save(1i32);
+/// let entry = r.leak_report().entries()[0];
+/// assert_eq!(entry.handle(), p);
+/// assert_eq!(entry.site().file(), file!());
+/// # r.unref(p).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LiveEntry {
+    handle: usize,
+    type_name: &'static str,
+    site: &'static Location<'static>,
+}
+
+impl LiveEntry {
+    /// The handle, as C sees it.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save('x');
+    /// assert_eq!(r.leak_report().entries()[0].handle(), p);
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn handle(&self) -> *mut c_void {
+        handle::to_ptr(self.handle as u64)
+    }
+
+    /// The saved value's type, as [`std::any::type_name`] spells it.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(0u16);
+    /// assert_eq!(r.leak_report().entries()[0].type_name(), "u16");
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Where the value was saved (`#[track_caller]`).
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let line = line!() + 1;
+    /// let p = r.save(0u16);
+    /// assert_eq!(r.leak_report().entries()[0].site().line(), line);
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+}
+
+impl fmt::Display for LiveEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:#x}: {} saved at {}",
+            self.handle, self.type_name, self.site
+        )
+    }
+}
+
+/// The values still live in a registry. `Display` prints one per line.
+///
+/// ```
+/// let r = handle_registry::Registry::new();
+/// assert!(r.leak_report().is_empty());
+/// let p = r.save(vec![0u8; 4]);
+/// let text = r.leak_report().to_string();
+/// assert!(text.starts_with("1 live handle"));
+/// assert!(text.contains("alloc::vec::Vec<u8> saved at "));
+/// # r.unref(p).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    entries: Vec<LiveEntry>,
+}
+
+impl LeakReport {
+    /// The live entries, in slot order.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let (a, b) = (r.save(1u8), r.save(2u8));
+    /// assert_eq!(r.leak_report().entries().len(), 2);
+    /// # r.unref(a).unwrap(); r.unref(b).unwrap();
+    /// ```
+    pub fn entries(&self) -> &[LiveEntry] {
+        &self.entries
+    }
+
+    /// Whether nothing is live.
+    ///
+    /// ```
+    /// assert!(handle_registry::Registry::new().leak_report().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.entries.len();
+        writeln!(f, "{n} live handle{}", if n == 1 { "" } else { "s" })?;
+        for entry in &self.entries {
+            writeln!(f, "  {entry}")?;
+        }
+        Ok(())
+    }
+}
