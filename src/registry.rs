@@ -787,3 +787,7 @@ impl fmt::Display for LeakReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

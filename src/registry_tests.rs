@@ -1,0 +1,434 @@
+//! Unit tests of the registry's semantics, one promise each. They are pure
+//! Rust and run under Miri too.
+
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+
+/// A handle moved across threads as an integer, back to a `void*`.
+fn ptr(p: usize) -> *mut c_void {
+    std::ptr::without_provenance_mut(p)
+}
+
+/// Counts drops and remembers which thread did the last one.
+struct Tally {
+    drops: Arc<AtomicUsize>,
+    dropped_on: Arc<parking_lot::Mutex<Option<std::thread::ThreadId>>>,
+}
+
+impl Tally {
+    fn new() -> (Tally, Arc<AtomicUsize>) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let tally = Tally {
+            drops: drops.clone(),
+            dropped_on: Arc::default(),
+        };
+        (tally, drops)
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        *self.dropped_on.lock() = Some(std::thread::current().id());
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn round_trip_and_len() {
+    let r = Registry::new();
+    let a = r.save(String::from("a"));
+    let b = r.save(2u32);
+    assert_ne!(a, b);
+    assert_eq!(r.len(), 2);
+    r.restore::<String>(a).unwrap().push('!');
+    assert_eq!(*r.restore::<String>(a).unwrap(), "a!");
+    assert_eq!(r.take::<u32>(b), Ok(2));
+    r.unref(a).unwrap();
+    assert!(r.is_empty());
+}
+
+#[test]
+fn every_bad_handle_has_its_error() {
+    let r = Registry::new();
+    let other = Registry::new();
+    let p = r.save(1u8);
+    let d = LAYOUT.decode(handle::from_ptr(p)).unwrap();
+    let forge = |index: usize, generation: u32| {
+        handle::to_ptr(LAYOUT.encode(index, d.registry, generation))
+    };
+    assert_eq!(r.check::<u8>(std::ptr::null_mut()), Err(Error::Null));
+    // An index never used.
+    assert_eq!(r.check::<u8>(forge(d.index + 5, 0)), Err(Error::Invalid));
+    // A generation the slot has not reached yet.
+    assert_eq!(
+        r.check::<u8>(forge(d.index, d.generation + 1)),
+        Err(Error::Invalid)
+    );
+    // A real heap address passed as if it were a handle.
+    let boxed = Box::into_raw(Box::new(0u64));
+    assert!(r.check::<u8>(boxed.cast()).is_err());
+    // SAFETY: from `Box::into_raw` above, not freed.
+    drop(unsafe { Box::from_raw(boxed) });
+    assert_eq!(other.check::<u8>(p), Err(Error::WrongRegistry));
+    assert_eq!(
+        r.check::<i8>(p),
+        Err(Error::WrongType {
+            expected: "i8",
+            found: "u8"
+        })
+    );
+    r.unref(p).unwrap();
+    assert_eq!(r.check::<u8>(p), Err(Error::Stale));
+    // The generation of the value that would come next was never issued.
+    assert_eq!(
+        r.check::<u8>(forge(d.index, d.generation + 1)),
+        Err(Error::Invalid)
+    );
+}
+
+#[test]
+fn a_stale_handle_never_reaches_the_slots_next_value() {
+    let r = Registry::new();
+    let old = r.save(1u32);
+    r.unref(old).unwrap();
+    let new = r.save(2u32);
+    let (o, n) = (
+        LAYOUT.decode(handle::from_ptr(old)).unwrap(),
+        LAYOUT.decode(handle::from_ptr(new)).unwrap(),
+    );
+    assert_eq!(o.index, n.index, "the slot is reused");
+    assert_eq!(n.generation, o.generation + 1);
+    assert_eq!(r.restore::<u32>(old).err(), Some(Error::Stale));
+    assert_eq!(r.take::<u32>(new), Ok(2));
+}
+
+#[test]
+fn an_exhausted_generation_retires_the_slot() {
+    let r = Registry::new();
+    let p = r.save(1u8);
+    let last = r.set_generation(p, LAYOUT.max_generation());
+    assert_eq!(r.check::<u8>(last), Ok(()));
+    r.unref(last).unwrap();
+    assert_eq!(r.len(), 0, "a retired slot is not live");
+    assert_eq!(r.check::<u8>(last), Err(Error::Stale));
+    let next = r.save(2u8);
+    let (l, n) = (
+        LAYOUT.decode(handle::from_ptr(last)).unwrap(),
+        LAYOUT.decode(handle::from_ptr(next)).unwrap(),
+    );
+    assert_ne!(l.index, n.index, "a retired slot is never handed out again");
+    assert!(r.leak_report().entries().iter().all(|e| e.handle() != last));
+    r.unref(next).unwrap();
+}
+
+#[test]
+fn same_thread_conflicts_are_busy_not_deadlocks() {
+    let r = Registry::new();
+    let p = r.save(5u32);
+    {
+        let _g = r.restore::<u32>(p).unwrap();
+        assert_eq!(r.restore::<u32>(p).err(), Some(Error::Busy));
+        assert_eq!(r.restore_ref::<u32>(p).err(), Some(Error::Busy));
+        assert_eq!(r.take::<u32>(p), Err(Error::Busy));
+    }
+    {
+        let a = r.restore_ref::<u32>(p).unwrap();
+        let b = r.restore_ref::<u32>(p).unwrap();
+        assert_eq!(*a + *b, 10);
+        assert_eq!(r.restore::<u32>(p).err(), Some(Error::Busy));
+        assert_eq!(r.take::<u32>(p), Err(Error::Busy));
+    }
+    assert_eq!(r.take::<u32>(p), Ok(5), "a refused take changes nothing");
+}
+
+#[test]
+fn another_threads_borrow_makes_us_wait() {
+    let r = Registry::new();
+    let p = r.save(0u32) as usize;
+    let (held_tx, held_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let r = &r;
+        s.spawn(move || {
+            let mut g = r.restore::<u32>(ptr(p)).unwrap();
+            held_tx.send(()).unwrap();
+            // Whatever the scheduling, the waiter must see this write.
+            for _ in 0..100 {
+                std::thread::yield_now();
+            }
+            *g = 42;
+        });
+        held_rx.recv().unwrap();
+        let g = r.restore::<u32>(ptr(p)).unwrap();
+        assert_eq!(*g, 42);
+    });
+    r.unref(ptr(p)).unwrap();
+}
+
+#[test]
+fn take_waits_for_another_threads_borrow_and_gets_its_writes() {
+    let r = Registry::new();
+    let p = r.save(vec![1]) as usize;
+    let (held_tx, held_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let r = &r;
+        s.spawn(move || {
+            let mut g = r.restore::<Vec<i32>>(ptr(p)).unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::yield_now();
+            g.push(2);
+        });
+        held_rx.recv().unwrap();
+        assert_eq!(r.take::<Vec<i32>>(ptr(p)), Ok(vec![1, 2]));
+    });
+    assert!(r.is_empty());
+}
+
+#[test]
+fn unref_while_borrowed_defers_the_drop_to_the_guard() {
+    let r = Registry::new();
+    let (tally, drops) = Tally::new();
+    let dropped_on = tally.dropped_on.clone();
+    let p = r.save(tally) as usize;
+    let (held_tx, held_rx) = mpsc::channel();
+    let (unreffed_tx, unreffed_rx) = mpsc::channel();
+    let guard_thread = std::thread::scope(|s| {
+        let r = &r;
+        let h = s.spawn(move || {
+            let g = r.restore::<Tally>(ptr(p)).unwrap();
+            held_tx.send(()).unwrap();
+            unreffed_rx.recv().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 0, "still borrowed");
+            drop(g);
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped on release");
+            std::thread::current().id()
+        });
+        held_rx.recv().unwrap();
+        r.unref(ptr(p)).unwrap();
+        // New lookups fail at once, without waiting for the borrow.
+        assert_eq!(r.check::<Tally>(ptr(p)), Err(Error::Stale));
+        assert_eq!(r.restore::<Tally>(ptr(p)).err(), Some(Error::Stale));
+        assert_eq!(r.len(), 0);
+        unreffed_tx.send(()).unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!(*dropped_on.lock(), Some(guard_thread));
+}
+
+#[test]
+fn unref_inside_its_own_borrow_drops_at_release() {
+    let r = Registry::new();
+    let (tally, drops) = Tally::new();
+    let p = r.save(tally);
+    let g = r.restore::<Tally>(p).unwrap();
+    r.unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drop(g);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn orphaned_shared_value_is_dropped_by_the_last_reader() {
+    let r = Registry::new();
+    let (tally, drops) = Tally::new();
+    let p = r.save(tally);
+    let a = r.restore_ref::<Tally>(p).unwrap();
+    let b = r.restore_ref::<Tally>(p).unwrap();
+    r.unref(p).unwrap();
+    drop(a);
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drop(b);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_waiter_wakes_with_stale_when_the_value_goes_away() {
+    let r = Registry::new();
+    let p = r.save(1u8) as usize;
+    let (held_tx, held_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let r = &r;
+        s.spawn(move || {
+            let g = r.restore::<u8>(ptr(p)).unwrap();
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            r.unref(ptr(p)).unwrap();
+            drop(g);
+        });
+        held_rx.recv().unwrap();
+        let waiter = s.spawn(move || r.restore::<u8>(ptr(p)).map(|g| *g));
+        // Let the waiter park (or not: either way it must end with Stale
+        // or, had it won the race, never; the borrower only unrefs later).
+        std::thread::yield_now();
+        go_tx.send(()).unwrap();
+        assert_eq!(waiter.join().unwrap(), Err(Error::Stale));
+    });
+}
+
+#[test]
+fn readers_run_together_across_threads() {
+    let r = Registry::new();
+    let p = r.save(AtomicUsize::new(0)) as usize;
+    let all_in = Barrier::new(3);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let (r, all_in) = (&r, &all_in);
+            s.spawn(move || {
+                let g = r.restore_ref::<AtomicUsize>(ptr(p)).unwrap();
+                // All three hold a shared guard at once, or this never returns.
+                all_in.wait();
+                g.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    let total = r.take::<AtomicUsize>(ptr(p)).unwrap();
+    assert_eq!(total.into_inner(), 3);
+}
+
+#[test]
+fn user_code_runs_without_the_lock() {
+    struct Reentrant<'r> {
+        registry: &'r Registry,
+        other: *mut c_void,
+    }
+    // SAFETY (test only): the raw handle is an integer, not a pointer.
+    unsafe impl Send for Reentrant<'_> {}
+    impl Drop for Reentrant<'_> {
+        fn drop(&mut self) {
+            // A value's Drop using the registry it lives in.
+            let extra = self.registry.save(9u8);
+            self.registry.unref(extra).unwrap();
+            self.registry.unref(self.other).unwrap();
+        }
+    }
+    // `Reentrant` borrows its registry, so it must be `'static`: the global one.
+    let r = Registry::global();
+    let other = r.save(String::from("other"));
+    let p = r.save(Reentrant { registry: r, other });
+    {
+        // Code holding a guard saves, restores and unrefs other handles.
+        let _g = r.restore::<Reentrant<'static>>(p).unwrap();
+        let q = r.save(1u64);
+        *r.restore::<u64>(q).unwrap() += 1;
+        assert_eq!(r.take::<u64>(q), Ok(2));
+        assert_eq!(*r.restore::<String>(other).unwrap(), "other");
+    }
+    r.unref(p).unwrap();
+    assert_eq!(r.check::<String>(other), Err(Error::Stale));
+}
+
+struct PanicsOnDrop;
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("drop panicked");
+    }
+}
+
+#[test]
+fn a_panicking_drop_leaves_the_registry_usable() {
+    let r = Registry::new();
+    let keep = r.save(7u8);
+    let p = r.save(PanicsOnDrop);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.unref(p)));
+    assert!(caught.is_err());
+    assert_eq!(r.check::<PanicsOnDrop>(p), Err(Error::Stale));
+    assert_eq!(r.len(), 1);
+    let q = r.save(8u8);
+    assert_eq!(r.take::<u8>(q), Ok(8));
+    assert_eq!(r.take::<u8>(keep), Ok(7));
+}
+
+#[test]
+fn dropping_a_registry_drops_every_value_even_after_a_panic() {
+    let r = Registry::new();
+    let (t1, d1) = Tally::new();
+    let (t2, d2) = Tally::new();
+    r.save(t1);
+    r.save(PanicsOnDrop);
+    r.save(t2);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(r)));
+    assert!(caught.is_err());
+    assert_eq!(d1.load(Ordering::SeqCst), 1);
+    assert_eq!(d2.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn c_unref_swallows_everything() {
+    let p = crate::save(PanicsOnDrop);
+    // SAFETY: `c_unref` accepts any value.
+    unsafe {
+        crate::c_unref(p);
+        crate::c_unref(p);
+        crate::c_unref(std::ptr::null_mut());
+        crate::c_unref(handle::to_ptr(u64::MAX));
+    }
+    assert_eq!(crate::unref(p), Err(Error::Stale));
+}
+
+#[test]
+fn a_dropped_registrys_handles_never_resolve_in_its_successor() {
+    let old = Registry::new();
+    let handles: Vec<_> = (0..4u32).map(|i| old.save(i)).collect();
+    drop(old);
+    let new = Registry::new();
+    let fresh: Vec<_> = (0..4u32).map(|i| new.save(i + 10)).collect();
+    for p in &handles {
+        assert!(new.check::<u32>(*p).is_err());
+    }
+    for p in fresh {
+        new.unref(p).unwrap();
+    }
+}
+
+#[test]
+fn leak_report_names_type_and_site() {
+    let r = Registry::new();
+    let line = line!() + 1;
+    let p = r.save(vec![1u8]);
+    let report = r.leak_report();
+    let [entry] = report.entries() else {
+        panic!("one entry expected: {report}")
+    };
+    assert_eq!(entry.handle(), p);
+    assert_eq!(entry.type_name(), "alloc::vec::Vec<u8>");
+    assert_eq!(entry.site().line(), line);
+    assert!(entry.site().file().ends_with("registry_tests.rs"));
+    r.unref(p).unwrap();
+}
+
+#[test]
+fn owning_handle_unrefs_once() {
+    let r = Registry::new();
+    let (tally, drops) = Tally::new();
+    let h = r.handle(tally);
+    let p = h.as_ptr();
+    drop(h);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(r.check::<Tally>(p), Err(Error::Stale));
+
+    // C freed it through a destroy-notify first: drop must not double-free.
+    let h = Handle::new(5u8);
+    // SAFETY: `c_unref` accepts any value.
+    unsafe { crate::c_unref(h.as_ptr()) };
+    assert_eq!(h.into_inner(), Err(Error::Stale));
+
+    // Busy through a raw-pointer guard: the value still does not outlive it.
+    let (tally, drops) = Tally::new();
+    let h = r.handle(tally);
+    let g = r.restore::<Tally>(h.as_ptr()).unwrap();
+    assert_eq!(h.into_inner().err(), Some(Error::Busy));
+    drop(g);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn handle_from_ptr_checks_type() {
+    let p = crate::save(1u16);
+    assert!(matches!(
+        Handle::<u8>::from_ptr(p),
+        Err(Error::WrongType { .. })
+    ));
+    assert_eq!(Handle::<u16>::from_ptr(p).unwrap().into_inner(), Ok(1));
+}
