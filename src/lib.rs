@@ -48,12 +48,14 @@
 
 mod cell;
 mod error;
+pub mod ffi;
 mod guard;
 pub mod handle;
 mod owned;
 pub mod panic;
 mod registry;
 mod thread;
+pub mod traverse;
 
 use std::any::Any;
 use std::ffi::c_void;
