@@ -54,6 +54,7 @@ pub mod handle;
 mod owned;
 pub mod panic;
 mod registry;
+pub mod static_trampoline;
 mod thread;
 pub mod traverse;
 
