@@ -19,10 +19,11 @@ static int scan(Stack *stack, const char *buf, size_t len, long long offset,
 {
     size_t i;
     for (i = 0; i < len; i++) {
-        /* Checked per byte rather than per chunk so that a file of exactly
-         * INT_MAX + 1 bytes is refused before its last offset is formed. */
+        /* Per byte, not per file size: the size of a pipe or special file
+         * is not known in advance. A byte at offset INT_MAX means the file
+         * is longer than INT_MAX bytes. */
         long long at = offset + (long long)i;
-        if (at > INT_MAX) {
+        if (at >= INT_MAX) {
             return TRAVERSE_STATIC_ERR_TOO_LARGE;
         }
         if (buf[i] == '{') {
@@ -79,7 +80,7 @@ int traverse_file_static(const char *filename, StaticCallbacks cbs)
             break;
         }
         rc = scan(&stack, buf, got, offset, cbs);
-        /* Cannot overflow: scan refused any offset past INT_MAX, and a
+        /* Cannot overflow: scan refused any offset from INT_MAX on, and a
          * chunk is far smaller than LLONG_MAX - INT_MAX. */
         offset += (long long)got;
     }

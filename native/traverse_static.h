@@ -37,7 +37,7 @@ typedef struct {
 #define TRAVERSE_STATIC_ERR_UNBALANCED (-3)
 /* More than TRAVERSE_STATIC_MAX_DEPTH blocks open at once. */
 #define TRAVERSE_STATIC_ERR_TOO_DEEP (-4)
-/* The file is longer than INT_MAX bytes: offsets would not fit an int. */
+/* The file is longer than INT_MAX bytes (offsets are reported as int). */
 #define TRAVERSE_STATIC_ERR_TOO_LARGE (-5)
 /* An allocation failed. */
 #define TRAVERSE_STATIC_ERR_NOMEM (-6)
