@@ -49,8 +49,27 @@ static REGISTRY: Lazy<Registry> = Lazy::new(|| match Registry::try_new() {
 
 /// What a slot's handle names: the closure and the panic slot of its calls.
 struct Entry<F: Signature> {
-    callback: Box<F::Closure<'static>>,
+    /// `None` only once [`Pool::release`] took it out.
+    callback: Option<Box<F::Closure<'static>>>,
     carrier: PanicCarrier,
+}
+
+/// An entry is dropped by [`Pool::release`] after taking its parts out,
+/// or, when the closure released its own slot, by the registry at the end
+/// of the trampoline's call: a panic from the closure's or the payload's
+/// `Drop` must not unwind into C there, and has no Rust caller to reach.
+/// Catching here keeps that off the per-call path.
+impl<F: Signature> Drop for Entry<F> {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(callback))) {
+                drop_quietly(payload);
+            }
+        }
+        if let Some(payload) = self.carrier.take() {
+            drop_quietly(payload);
+        }
+    }
 }
 
 /// A handle as the slot word stores it, and back.
@@ -217,7 +236,7 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         }
         let unreserve = Unreserve(&self.slots[slot]);
         let handle = REGISTRY.save(Entry::<F> {
-            callback,
+            callback: Some(callback),
             carrier: PanicCarrier::new(),
         }) as usize;
         std::mem::forget(unreserve);
@@ -371,14 +390,9 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         // both are answered with the fallback.
         let mut entry = REGISTRY.restore::<Entry<F>>(handle_ptr(word)).ok()?;
         let Entry { callback, carrier } = &mut *entry;
-        let ret = carrier.catch(|| F::invoke(callback, args));
-        // If the owner released the slot from inside this very call, this
-        // drop frees the closure, and its `Drop` may panic: that must not
-        // unwind into C, and there is no Rust caller left to resume it in.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(entry))) {
-            drop_quietly(payload);
-        }
-        ret
+        let callback = callback.as_mut()?;
+        // Dropping `entry` cannot unwind: see `Entry`'s `Drop`.
+        carrier.catch(|| F::invoke(callback, args))
     }
 
     /// Claims a free slot, searching round-robin from the cursor so that a
@@ -422,9 +436,13 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         // After the handle went stale: a call that still reads it does
         // nothing, and the next owner's handle differs from it.
         self.slots[slot].store(FREE, Ordering::Release);
-        let entry = entry?;
+        let mut entry = entry?;
         let payload = entry.carrier.take();
-        drop(entry.callback);
+        let callback = entry.callback.take();
+        drop(entry);
+        // Outside the entry's catching `Drop`: a panic from the closure's
+        // `Drop` reaches the Rust code that released it.
+        drop(callback);
         payload
     }
 }

@@ -291,3 +291,54 @@ fn debug_output_names_the_pool() {
     assert!(format!("{guard:?}").contains("SCOPED"));
     assert!(format!("{:?}", SCOPED).contains("in_use"));
 }
+
+/// Panics when dropped.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("closure dropped");
+    }
+}
+
+#[test]
+fn closure_drop_panic_reaches_the_releasing_rust_code() {
+    crate::static_callbacks! {
+        static DROPPY: [extern "C" fn(); 1];
+    }
+    let bomb = PanicOnDrop;
+    let guard = DROPPY
+        .acquire(Box::new(move || {
+            let _ = &bomb;
+        }))
+        .unwrap();
+    (guard.fn_ptr())();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guard.finish()));
+    assert_eq!(message(&*caught.unwrap_err()), Some("closure dropped"));
+    assert_eq!(DROPPY.in_use(), 0);
+}
+
+#[test]
+fn closure_drop_panic_inside_its_own_call_does_not_unwind_into_c() {
+    crate::static_callbacks! {
+        static DROPPY: [extern "C" fn() -> u8; 1] else 9;
+    }
+    let own: Arc<Mutex<Option<SlotGuard<extern "C" fn() -> u8, 1>>>> = Arc::new(Mutex::new(None));
+    let inner = Arc::clone(&own);
+    let bomb = PanicOnDrop;
+    let guard = DROPPY
+        .acquire(Box::new(move || {
+            let _ = &bomb;
+            drop(inner.lock().unwrap().take());
+            1
+        }))
+        .unwrap();
+    let f = guard.fn_ptr();
+    *own.lock().unwrap() = Some(guard);
+    // The closure releases its own slot; its drop, at the end of this
+    // call, panics inside the trampoline: caught there (an unwind into an
+    // `extern "C"` frame would abort the test run).
+    assert_eq!(f(), 1);
+    assert_eq!(f(), 9);
+    assert_eq!(Arc::strong_count(&own), 1);
+}
