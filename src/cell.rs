@@ -170,16 +170,21 @@ impl Header {
     /// One attempt at an exclusive borrow.
     #[inline]
     pub fn try_exclusive(&self, token: usize) -> Result<(), Blocked> {
-        let s = self.state.load(Ordering::Relaxed);
-        if s & !WAITING == 0
-            && self
-                .state
-                .compare_exchange(s, token | EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Ok(());
+        let mut s = self.state.load(Ordering::Relaxed);
+        // Retry only while the cell is free: a failed exchange on a free
+        // cell is a race with another borrower, not a reason to park.
+        while s & !WAITING == 0 {
+            match self.state.compare_exchange_weak(
+                s,
+                token | EXCLUSIVE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => s = now,
+            }
         }
-        Err(self.blocker(token, true))
+        Err(Self::blocker(s, token, self, true))
     }
 
     /// One attempt at a shared borrow.
@@ -197,18 +202,21 @@ impl Header {
                 Err(now) => s = now,
             }
         }
-        Err(self.blocker(token, false))
+        Err(Self::blocker(s, token, self, false))
     }
 
-    /// Classifies a failed attempt. `exclusive` tells whether the request
-    /// conflicts with readers too.
+    /// Classifies a failed attempt from the state `s` that blocked it.
+    ///
+    /// It must be that very state, not a fresh load: the caller may park
+    /// after setting `WAITING` on it, which is only safe if `s` was a
+    /// blocking state (a fresh load could see the cell already free, and
+    /// nobody would ever wake the parked thread).
     #[cold]
-    fn blocker(&self, token: usize, exclusive: bool) -> Blocked {
-        let s = self.state.load(Ordering::Relaxed);
+    fn blocker(s: usize, token: usize, this: &Header, exclusive: bool) -> Blocked {
         let mine = if s & EXCLUSIVE != 0 {
             s & !FLAGS == token
         } else {
-            exclusive && crate::thread::holds_shared(self as *const Header as usize)
+            exclusive && crate::thread::holds_shared(this as *const Header as usize)
         };
         if mine {
             Blocked::ByThisThread

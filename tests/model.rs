@@ -1,0 +1,263 @@
+//! Property test: random sequences of operations on two registries,
+//! checked step by step against a plain model (a list of what was issued
+//! and what each handle should hold now).
+//!
+//! Forged integers, NULL, stale handles, wrong types and handles of the
+//! other registry are all in the mix. Pure Rust: runs under Miri too, with
+//! fewer and shorter cases.
+
+use std::ffi::c_void;
+
+use handle_registry::{Error, Registry};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Num(u32),
+    Text(String),
+}
+
+impl Val {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Num(_) => std::any::type_name::<u32>(),
+            Val::Text(_) => std::any::type_name::<String>(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Num,
+    Text,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Save(usize, Val),
+    Restore(usize, usize, Kind),
+    RestoreRef(usize, usize, Kind),
+    Take(usize, usize, Kind),
+    Unref(usize, usize),
+    /// Restore a real handle with one bit flipped.
+    BitFlip(usize, usize, u8),
+    /// Restore an arbitrary integer.
+    Forged(usize, u64),
+}
+
+fn val() -> impl Strategy<Value = Val> {
+    prop_oneof![
+        any::<u32>().prop_map(Val::Num),
+        "[a-z]{0,4}".prop_map(Val::Text)
+    ]
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Num), Just(Kind::Text)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let reg = 0..2usize;
+    let pick = any::<usize>();
+    prop_oneof![
+        3 => (reg.clone(), val()).prop_map(|(r, v)| Op::Save(r, v)),
+        3 => (pick.clone(), reg.clone(), kind()).prop_map(|(p, r, k)| Op::Restore(p, r, k)),
+        1 => (pick.clone(), reg.clone(), kind()).prop_map(|(p, r, k)| Op::RestoreRef(p, r, k)),
+        2 => (pick.clone(), reg.clone(), kind()).prop_map(|(p, r, k)| Op::Take(p, r, k)),
+        2 => (pick.clone(), reg.clone()).prop_map(|(p, r)| Op::Unref(p, r)),
+        1 => (pick, reg.clone(), 0..64u8).prop_map(|(p, r, b)| Op::BitFlip(p, r, b)),
+        1 => (reg, prop_oneof![Just(0u64), any::<u64>(), 0..4096u64])
+            .prop_map(|(r, raw)| Op::Forged(r, raw)),
+    ]
+}
+
+/// What the model knows about one issued handle.
+struct Issued {
+    ptr: *mut c_void,
+    registry: usize,
+    value: Option<Val>,
+}
+
+struct World {
+    registries: [Registry; 2],
+    issued: Vec<Issued>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            registries: [Registry::new(), Registry::new()],
+            issued: Vec::new(),
+        }
+    }
+
+    /// The model's answer for a lookup of issued handle `i` in `reg`.
+    fn expect(&self, i: usize, reg: usize, kind: Option<Kind>) -> Result<&Val, Error> {
+        let h = &self.issued[i];
+        if h.registry != reg {
+            return Err(Error::WrongRegistry);
+        }
+        let v = h.value.as_ref().ok_or(Error::Stale)?;
+        let expected = match kind {
+            None => return Ok(v),
+            Some(Kind::Num) => std::any::type_name::<u32>(),
+            Some(Kind::Text) => std::any::type_name::<String>(),
+        };
+        if expected != v.type_name() {
+            return Err(Error::WrongType {
+                expected,
+                found: v.type_name(),
+            });
+        }
+        Ok(v)
+    }
+
+    fn restore(&self, ptr: *mut c_void, reg: usize, kind: Kind) -> Result<Val, Error> {
+        let r = &self.registries[reg];
+        Ok(match kind {
+            Kind::Num => Val::Num(*r.restore::<u32>(ptr)?),
+            Kind::Text => Val::Text(r.restore::<String>(ptr)?.clone()),
+        })
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        let n = self.issued.len();
+        match op {
+            Op::Save(reg, v) => {
+                let ptr = match &v {
+                    Val::Num(x) => self.registries[reg].save(*x),
+                    Val::Text(s) => self.registries[reg].save(s.clone()),
+                };
+                prop_assert!(!ptr.is_null());
+                prop_assert!(self.issued.iter().all(|h| h.ptr != ptr), "handle reissued");
+                self.issued.push(Issued {
+                    ptr,
+                    registry: reg,
+                    value: Some(v),
+                });
+            }
+            Op::Restore(p, reg, kind) if n > 0 => {
+                let i = p % n;
+                let want = self.expect(i, reg, Some(kind)).cloned();
+                let r = &self.registries[reg];
+                let ptr = self.issued[i].ptr;
+                let got = match kind {
+                    // Mutate through the guard so later steps check persistence.
+                    Kind::Num => r.restore::<u32>(ptr).map(|mut g| {
+                        *g = g.wrapping_add(1);
+                        Val::Num(g.wrapping_sub(1))
+                    }),
+                    Kind::Text => r.restore::<String>(ptr).map(|mut g| {
+                        let before = g.clone();
+                        g.push('+');
+                        Val::Text(before)
+                    }),
+                };
+                prop_assert_eq!(&got, &want);
+                if got.is_ok() {
+                    match self.issued[i].value.as_mut() {
+                        Some(Val::Num(x)) => *x = x.wrapping_add(1),
+                        Some(Val::Text(s)) => s.push('+'),
+                        None => unreachable!(),
+                    }
+                }
+            }
+            Op::RestoreRef(p, reg, kind) if n > 0 => {
+                let i = p % n;
+                let want = self.expect(i, reg, Some(kind)).cloned();
+                let r = &self.registries[reg];
+                let ptr = self.issued[i].ptr;
+                let got = match kind {
+                    Kind::Num => r.restore_ref::<u32>(ptr).map(|g| Val::Num(*g)),
+                    Kind::Text => r.restore_ref::<String>(ptr).map(|g| Val::Text(g.clone())),
+                };
+                prop_assert_eq!(got, want);
+            }
+            Op::Take(p, reg, kind) if n > 0 => {
+                let i = p % n;
+                let want = self.expect(i, reg, Some(kind)).cloned();
+                let r = &self.registries[reg];
+                let ptr = self.issued[i].ptr;
+                let got = match kind {
+                    Kind::Num => r.take::<u32>(ptr).map(Val::Num),
+                    Kind::Text => r.take::<String>(ptr).map(Val::Text),
+                };
+                prop_assert_eq!(&got, &want);
+                if got.is_ok() {
+                    self.issued[i].value = None;
+                }
+            }
+            Op::Unref(p, reg) if n > 0 => {
+                let i = p % n;
+                let want = self.expect(i, reg, None).map(drop);
+                let got = self.registries[reg].unref(self.issued[i].ptr);
+                prop_assert_eq!(got, want);
+                if got.is_ok() {
+                    self.issued[i].value = None;
+                }
+            }
+            Op::BitFlip(p, reg, bit) if n > 0 => {
+                let raw = self.issued[p % n].ptr as usize ^ (1usize << (bit as u32 % usize::BITS));
+                self.check_forged(reg, raw)?;
+            }
+            Op::Forged(reg, raw) => self.check_forged(reg, raw as usize)?,
+            // An op that needs a handle before any was issued.
+            _ => {}
+        }
+        for (reg, r) in self.registries.iter().enumerate() {
+            let live = self
+                .issued
+                .iter()
+                .filter(|h| h.registry == reg && h.value.is_some())
+                .count();
+            prop_assert_eq!(r.len(), live);
+        }
+        Ok(())
+    }
+
+    /// A forged integer resolves only if it *is* an issued handle.
+    fn check_forged(&self, reg: usize, raw: usize) -> Result<(), TestCaseError> {
+        let ptr: *mut c_void = std::ptr::without_provenance_mut(raw);
+        let got = self.restore(ptr, reg, Kind::Num);
+        match self.issued.iter().position(|h| h.ptr == ptr) {
+            Some(i) => prop_assert_eq!(got, self.expect(i, reg, Some(Kind::Num)).cloned()),
+            None => {
+                prop_assert!(got.is_err(), "forged {raw:#x} resolved");
+                if raw == 0 {
+                    prop_assert_eq!(got, Err(Error::Null));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+const MAX_OPS: usize = if cfg!(miri) { 24 } else { 96 };
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn registries_behave_like_the_model(ops in proptest::collection::vec(op(), 1..MAX_OPS)) {
+        let mut world = World::new();
+        for op in ops {
+            world.apply(op)?;
+        }
+        for (reg, r) in world.registries.iter().enumerate() {
+            let live = world.issued.iter().filter(|h| h.registry == reg && h.value.is_some());
+            let report = r.leak_report();
+            prop_assert_eq!(report.entries().len(), live.clone().count());
+            for h in live {
+                prop_assert!(report.entries().iter().any(|e| e.handle() == h.ptr));
+            }
+        }
+    }
+}
