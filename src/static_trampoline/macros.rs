@@ -59,6 +59,15 @@
 /// // SAFETY: the pointer is valid for `len` bytes.
 /// assert_eq!(unsafe { visit(b"x".as_ptr(), 1) }, 1);
 /// ```
+///
+/// A size out of range is a compile error:
+///
+/// ```compile_fail,E0080
+/// handle_registry::static_callbacks! {
+///     /// One slot too many.
+///     static TOO_MANY: [extern "C" fn(); 65];
+/// }
+/// ```
 #[macro_export]
 macro_rules! static_callbacks {
     () => {};
@@ -100,12 +109,12 @@ macro_rules! static_callbacks {
     (@fallback []) => { ::core::default::Default::default() };
     (@fallback [$fallback:expr]) => { $fallback };
     (@call [] $name:ident $args:expr) => {
-        $name.dispatch(I, $args)
+        $name.dispatch(__SLOT, $args)
     };
     (@call [unsafe] $name:ident $args:expr) => {
         // SAFETY: C calls this trampoline through a pointer of the pool's
         // `unsafe extern "C" fn` type, so it vouches for the arguments.
-        unsafe { $name.dispatch_unchecked(I, $args) }
+        unsafe { $name.dispatch_unchecked(__SLOT, $args) }
     };
     (
         @emit [$($unsafety:tt)?] [$(#[$attr:meta])*] [$vis:vis] [$name:ident] $fallback:tt
@@ -116,7 +125,7 @@ macro_rules! static_callbacks {
             $($unsafety)? extern "C" fn($($ty),*) $(-> $ret)?,
             { $size },
         > = {
-            $($unsafety)? extern "C" fn trampoline<const I: usize>($($arg: $ty),*) $(-> $ret)? {
+            $($unsafety)? extern "C" fn trampoline<const __SLOT: usize>($($arg: $ty),*) $(-> $ret)? {
                 match $crate::static_callbacks!(@call [$($unsafety)?] $name ($($arg,)*)) {
                     ::core::option::Option::Some(ret) => ret,
                     ::core::option::Option::None => $crate::static_callbacks!(@fallback $fallback),

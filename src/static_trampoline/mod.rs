@@ -97,7 +97,9 @@
 //!   on the same thread gets the fallback.
 //! * **After release, the closure never runs again**, and the calls that
 //!   were running have returned (except in the self-release case of step
-//!   4, where the current call finishes first).
+//!   4, where the current call finishes first). Releasing therefore
+//!   blocks while another thread is inside the closure: do not release a
+//!   guard while holding a lock that the closure may be waiting for.
 //! * **Panics** are caught in the trampoline; the rest of that guard's
 //!   calls return the fallback; the panic is resumed by
 //!   [`SlotGuard::finish`] or the guard's drop, or returned by
@@ -144,13 +146,14 @@
 //! [`restore`](crate::restore) and a [`PanicCarrier`](crate::panic::PanicCarrier)
 //! pays, plus one atomic load. `benches/static_trampoline.rs` measures the
 //! three ways of reaching state from a callback, each called through a
-//! function pointer (a 2-core x86-64 VM; criterion medians):
+//! function pointer (criterion medians over three runs on a shared 2-core
+//! x86-64 VM, hence the ranges):
 //!
 //! | callback | ns per call |
 //! | --- | --- |
-//! | direct `extern "C" fn` using a global | 2.2 |
-//! | static trampoline | 19–31 |
-//! | `user_data` trampoline (`restore` + `PanicCarrier`) | 23–26 |
+//! | direct `extern "C" fn` using a global | 2.1–2.6 |
+//! | static trampoline | 19–36 |
+//! | `user_data` trampoline (`restore` + `PanicCarrier`) | 23–29 |
 //!
 //! The two trampolines are within run-to-run noise of each other: the
 //! price is the registry's checked lookup, not the missing `user_data`.

@@ -342,3 +342,25 @@ fn closure_drop_panic_inside_its_own_call_does_not_unwind_into_c() {
     assert_eq!(f(), 9);
     assert_eq!(Arc::strong_count(&own), 1);
 }
+
+#[test]
+fn declaration_forms() {
+    const SIZE: usize = 3;
+    crate::static_callbacks! {
+        /// Trailing comma, restricted visibility, a named constant size.
+        #[allow(dead_code)]
+        pub(crate) static TRAILING: [extern "C" fn(a: u8, b: u8,); SIZE];
+        static DEFAULTED: [unsafe extern "C" fn() -> u32; _] else 5 + 2;
+        static NONE: [extern "C" fn(); MAX_POOL_SIZE];
+        static ARGS_IN_FALLBACK: [extern "C" fn(x: i64) -> i64; 1] else -x;
+    }
+    assert_eq!(TRAILING.capacity(), 3);
+    assert_eq!(DEFAULTED.capacity(), DEFAULT_POOL_SIZE);
+    assert_eq!(NONE.capacity(), MAX_POOL_SIZE);
+    let last = NONE.fn_ptr(MAX_POOL_SIZE - 1).unwrap() as usize;
+    assert_ne!(last, NONE.fn_ptr(0).unwrap() as usize);
+    // SAFETY: the signature promises nothing about its (absent) arguments.
+    assert_eq!(unsafe { (DEFAULTED.fn_ptr(1).unwrap())() }, 7);
+    assert_eq!((ARGS_IN_FALLBACK.fn_ptr(0).unwrap())(4), -4);
+    assert!(TRAILING.acquire(Box::new(|_, _| {})).is_ok());
+}
