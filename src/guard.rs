@@ -33,6 +33,8 @@ use crate::{thread, Registry};
 pub struct Guard<'r, T: Any + Send> {
     registry: &'r Registry,
     cell: NonNull<Header>,
+    /// Served by an active [`lend`](crate::lend) on this thread.
+    lent: bool,
     /// `&mut T`-like, and `!Send` (the owner token is this thread's).
     _marker: PhantomData<(&'r mut T, *mut ())>,
 }
@@ -48,8 +50,25 @@ impl<'r, T: Any + Send> Guard<'r, T> {
         Guard {
             registry,
             cell,
+            lent: false,
             _marker: PhantomData,
         }
+    }
+
+    /// # Safety
+    /// An active lend on this thread holds the exclusive borrow of `cell`,
+    /// a `Cell<T>` of `registry`, and has marked itself in use for us.
+    pub(crate) unsafe fn lent(registry: &'r Registry, cell: NonNull<Header>) -> Self {
+        Guard {
+            registry,
+            cell,
+            lent: true,
+            _marker: PhantomData,
+        }
+    }
+
+    pub(crate) fn cell(&self) -> NonNull<Header> {
+        self.cell
     }
 }
 
@@ -72,7 +91,11 @@ impl<T: Any + Send> DerefMut for Guard<'_, T> {
 
 impl<T: Any + Send> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: we hold the exclusive borrow, released exactly once here.
+        if self.lent && crate::lend::give_back(self.cell) {
+            return;
+        }
+        // SAFETY: we hold the exclusive borrow (our own, or inherited from
+        // a lend that ended before us), released exactly once here.
         unsafe { self.registry.release_exclusive(self.cell) }
     }
 }
@@ -93,9 +116,11 @@ impl<T: Any + Send + fmt::Debug> fmt::Debug for Guard<'_, T> {
 /// use std::sync::Mutex;
 ///
 /// let p = handle_registry::save(Mutex::new(0));
+/// let user_data = p as usize; // a `*mut c_void` is not `Send`; its value is
 /// std::thread::scope(|s| {
 ///     for _ in 0..4 {
-///         s.spawn(|| {
+///         s.spawn(move || {
+///             let p = std::ptr::without_provenance_mut(user_data);
 ///             let shared = handle_registry::restore_ref::<Mutex<i32>>(p).unwrap();
 ///             *shared.lock().unwrap() += 1;
 ///         });

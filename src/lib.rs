@@ -30,7 +30,8 @@
 //! * [`Registry`]: the slab, its locking protocol, and the operations.
 //! * [`Guard`] / [`SharedGuard`]: exclusive and shared borrows.
 //! * [`Handle`]: an owning handle that unrefs on drop.
-//! * [`panic`]: carrying a callback's panic back across C.
+//! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
+//! * [`panic`](mod@panic): carrying a callback's panic back across C.
 //!
 //! # Threads, re-entrancy and panics
 //!
@@ -51,6 +52,7 @@ mod error;
 pub mod ffi;
 mod guard;
 pub mod handle;
+pub mod lend;
 mod owned;
 pub mod panic;
 mod registry;

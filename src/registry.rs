@@ -248,6 +248,8 @@ impl Registry {
     ///
     /// If another thread holds a borrow of the same handle, this waits for
     /// it to end. If this thread does, it fails with [`Error::Busy`].
+    /// Inside [`lend`](Registry::lend) on this thread it is served without
+    /// locking.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
@@ -257,6 +259,10 @@ impl Registry {
     /// # r.unref(p).unwrap();
     /// ```
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
+        if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
+            // SAFETY: the lend holds the borrow and marked itself in use.
+            return lent.map(|cell| unsafe { Guard::lent(self, cell) });
+        }
         let token = thread::token();
         let cell = self.run(|park| {
             let table = self.table.read();

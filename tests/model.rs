@@ -61,10 +61,10 @@ fn op() -> impl Strategy<Value = Op> {
     let pick = any::<usize>();
     prop_oneof![
         3 => (reg.clone(), val()).prop_map(|(r, v)| Op::Save(r, v)),
-        3 => (pick.clone(), reg.clone(), kind()).prop_map(|(p, r, k)| Op::Restore(p, r, k)),
-        1 => (pick.clone(), reg.clone(), kind()).prop_map(|(p, r, k)| Op::RestoreRef(p, r, k)),
-        2 => (pick.clone(), reg.clone(), kind()).prop_map(|(p, r, k)| Op::Take(p, r, k)),
-        2 => (pick.clone(), reg.clone()).prop_map(|(p, r)| Op::Unref(p, r)),
+        3 => (pick, reg.clone(), kind()).prop_map(|(p, r, k)| Op::Restore(p, r, k)),
+        1 => (pick, reg.clone(), kind()).prop_map(|(p, r, k)| Op::RestoreRef(p, r, k)),
+        2 => (pick, reg.clone(), kind()).prop_map(|(p, r, k)| Op::Take(p, r, k)),
+        2 => (pick, reg.clone()).prop_map(|(p, r)| Op::Unref(p, r)),
         1 => (pick, reg.clone(), 0..64u8).prop_map(|(p, r, b)| Op::BitFlip(p, r, b)),
         1 => (reg, prop_oneof![Just(0u64), any::<u64>(), 0..4096u64])
             .prop_map(|(r, raw)| Op::Forged(r, raw)),
