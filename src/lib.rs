@@ -52,11 +52,13 @@ mod error;
 pub mod ffi;
 mod guard;
 pub mod handle;
+mod leak;
 pub mod lend;
 mod owned;
 pub mod panic;
 mod registry;
 pub mod static_trampoline;
+mod table;
 mod thread;
 pub mod traverse;
 
@@ -65,8 +67,9 @@ use std::ffi::c_void;
 
 pub use error::Error;
 pub use guard::{Guard, SharedGuard};
+pub use leak::{LeakReport, LiveEntry};
 pub use owned::Handle;
-pub use registry::{LeakReport, LiveEntry, Registry};
+pub use registry::Registry;
 
 /// Saves `value` in the global registry and returns its handle, never NULL.
 ///

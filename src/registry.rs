@@ -4,8 +4,10 @@
 //!
 //! Read this before the code; everything below follows from it.
 //!
-//! 1. **The table lock guards lookups, never user code.** `save`, `take`
-//!    and `unref` take it for writing, `restore`/`restore_ref` for reading.
+//! 1. **A shard's lock guards lookups, never user code.** A registry is 16
+//!    shards, each a slab behind its own `RwLock`; a handle
+//!    names its shard. `save`, `take` and `unref` take that lock for
+//!    writing, `restore`/`restore_ref` for reading.
 //!    It is held only to decode a handle, check its generation and type,
 //!    and attempt one compare-exchange on the cell's borrow word (see
 //!    [`cell`](crate::cell)). Values are dropped, and guards used, with no
@@ -16,11 +18,11 @@
 //!    slab growing. A guard releases its borrow with one atomic operation.
 //! 3. **Waiting never holds a reference.** When another thread holds a
 //!    conflicting borrow, the caller takes the registry's `wait_lock`, sets
-//!    the cell's `WAITING` bit (while still under the table lock, so the
-//!    cell is alive), drops the table lock and parks on `wake`. Releasers
+//!    the cell's `WAITING` bit (while still under the shard's lock, so the
+//!    cell is alive), drops that lock and parks on `wake`. Releasers
 //!    that see `WAITING` take `wait_lock` and wake everyone. Woken threads
 //!    redo the whole lookup, so a value removed meanwhile answers `Stale`.
-//!    Lock order is `wait_lock` → table; releasers hold no table lock.
+//!    Lock order is `wait_lock` → shard; releasers hold no shard lock.
 //! 4. **Removal hands the cell over.** `unref` takes the cell out of the
 //!    slab and bumps the slot's generation under the write lock, so no new
 //!    borrow can find it. Then, lock-free: if nobody borrows it the
@@ -39,10 +41,10 @@ use std::ptr::NonNull;
 
 use once_cell::sync::Lazy;
 use parking_lot::{Condvar, Mutex, RwLock};
-use slab::Slab;
 
-use crate::cell::{self, Blocked, Cell, Header, EXCLUSIVE, READER, WAITING};
+use crate::cell::{self, Blocked, Cell, Header, EXCLUSIVE, ORPHANED, READER, WAITING};
 use crate::handle::{self, Layout};
+use crate::table::{Place, Shard, Table, SHARDS};
 use crate::{thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
@@ -71,7 +73,7 @@ const GLOBAL_ID: u32 = 1;
 /// ```
 pub struct Registry {
     id: u32,
-    table: RwLock<Table>,
+    shards: Box<[Shard]>,
     /// Serialises parking, see protocol step 3.
     wait_lock: Mutex<()>,
     wake: Condvar,
@@ -85,24 +87,6 @@ unsafe impl Send for Registry {}
 // `&T` to several threads only through `restore_ref`, which requires
 // `T: Sync`. Values may be dropped on any thread, which `Send` permits.
 unsafe impl Sync for Registry {}
-
-/// One slab entry.
-enum Slot {
-    Live(NonNull<Header>),
-    /// Its generation is exhausted; never reused (see [`handle`](crate::handle)).
-    Retired,
-}
-
-struct Table {
-    slots: Slab<Slot>,
-    /// Per slot: the generation of its current value, or of the next one
-    /// when it is vacant. Kept beside the slab because a vacant slab entry
-    /// cannot remember it.
-    generations: Vec<u32>,
-    retired: usize,
-    /// Where new slots start counting (non-zero for a reused registry id).
-    base: u32,
-}
 
 /// Registry ids that may be handed out, with the generation they start at.
 struct IdPool {
@@ -188,12 +172,9 @@ impl Registry {
     fn with_id(id: u32, base: u32) -> Registry {
         Registry {
             id,
-            table: RwLock::new(Table {
-                slots: Slab::new(),
-                generations: Vec::new(),
-                retired: 0,
-                base,
-            }),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(Table::new(base))))
+                .collect(),
             wait_lock: Mutex::new(()),
             wake: Condvar::new(),
         }
@@ -206,9 +187,9 @@ impl Registry {
     ///
     /// # Panics
     ///
-    /// When 16 777 214 values are already live in this registry (65 534 on
-    /// 32-bit targets); see [`handle`](crate::handle). The value is dropped
-    /// first.
+    /// When no shard has an index left: about 16.7 million live values in
+    /// this registry (65 534 on 32-bit targets); see [`handle`](crate::handle).
+    /// The value is dropped first.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
@@ -220,28 +201,16 @@ impl Registry {
     #[track_caller]
     pub fn save<T: Any + Send>(&self, value: T) -> *mut c_void {
         let cell = Cell::allocate(value, Location::caller());
-        let raw = {
-            let mut table = self.table.write();
-            let index = table.slots.vacant_key();
-            if index > LAYOUT.max_index() {
-                None
-            } else {
-                table.slots.insert(Slot::Live(cell));
-                if index == table.generations.len() {
-                    let base = table.base;
-                    table.generations.push(base);
-                }
-                Some(LAYOUT.encode(index, self.id, table.generations[index]))
-            }
-        };
-        match raw {
-            Some(raw) => handle::to_ptr(raw),
-            None => {
-                // SAFETY: the cell was never published; we own it.
-                unsafe { Header::free(cell) };
-                panic!("handle_registry: {}", Error::Full)
+        let first = thread::next_shard();
+        for step in 0..SHARDS {
+            let shard = (first + step) % SHARDS;
+            if let Some((index, generation)) = self.shards[shard].0.write().insert(cell, shard) {
+                return handle::to_ptr(LAYOUT.encode(index, self.id, generation));
             }
         }
+        // SAFETY: the cell was never published; we own it.
+        unsafe { Header::free(cell) };
+        panic!("handle_registry: {}", Error::Full)
     }
 
     /// Borrows the value exclusively, for reading and writing.
@@ -263,14 +232,15 @@ impl Registry {
             // SAFETY: the lend holds the borrow and marked itself in use.
             return lent.map(|cell| unsafe { Guard::lent(self, cell) });
         }
+        let place = self.place(ptr)?;
         let token = thread::token();
         let cell = self.run(|park| {
-            let table = self.table.read();
-            let cell = match self.find::<T>(&table, ptr) {
+            let table = self.shard(place).read();
+            let cell = match table.find::<T>(place) {
                 Ok(c) => c,
                 Err(e) => return Step::Done(Err(e)),
             };
-            // SAFETY: the cell is in the slab and we hold the table lock.
+            // SAFETY: the cell is in the slab and we hold its shard's lock.
             let header = unsafe { cell::header(cell) };
             match header.try_exclusive(token) {
                 Ok(()) => Step::Done(Ok(cell)),
@@ -305,14 +275,15 @@ impl Registry {
         &self,
         ptr: *mut c_void,
     ) -> Result<SharedGuard<'_, T>, Error> {
+        let place = self.place(ptr)?;
         let token = thread::token();
         let cell = self.run(|park| {
-            let table = self.table.read();
-            let cell = match self.find::<T>(&table, ptr) {
+            let table = self.shard(place).read();
+            let cell = match table.find::<T>(place) {
                 Ok(c) => c,
                 Err(e) => return Step::Done(Err(e)),
             };
-            // SAFETY: the cell is in the slab and we hold the table lock.
+            // SAFETY: the cell is in the slab and we hold its shard's lock.
             let header = unsafe { cell::header(cell) };
             match header.try_shared(token) {
                 Ok(()) => Step::Done(Ok(cell)),
@@ -338,18 +309,19 @@ impl Registry {
     /// assert_eq!(r.take::<Vec<char>>(p), Err(Error::Stale));
     /// ```
     pub fn take<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
+        let place = self.place(ptr)?;
         let token = thread::token();
         let cell = self.run(|park| {
-            let mut table = self.table.write();
-            let cell = match self.find::<T>(&table, ptr) {
+            let mut table = self.shard(place).write();
+            let cell = match table.find::<T>(place) {
                 Ok(c) => c,
                 Err(e) => return Step::Done(Err(e)),
             };
-            // SAFETY: the cell is in the slab and we hold the table lock.
+            // SAFETY: the cell is in the slab and we hold its shard's lock.
             let header = unsafe { cell::header(cell) };
             match header.try_exclusive(token) {
                 Ok(()) => {
-                    table.remove(cell_index(ptr));
+                    table.remove(place.slot);
                     Step::Done(Ok(cell))
                 }
                 Err(blocked) => blocked_step(header, blocked, park),
@@ -384,10 +356,11 @@ impl Registry {
     /// assert_eq!(r.unref(p), Err(Error::Stale));
     /// ```
     pub fn unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        let place = self.place(ptr)?;
         let cell = {
-            let mut table = self.table.write();
-            let cell = self.find_any(&table, ptr)?;
-            table.remove(cell_index(ptr));
+            let mut table = self.shard(place).write();
+            let cell = table.find_any(place)?;
+            table.remove(place.slot);
             cell
         };
         // SAFETY: the cell is still allocated: only we (or, after the call
@@ -417,8 +390,8 @@ impl Registry {
     /// assert_eq!(r.check::<u8>(p), Err(Error::Stale));
     /// ```
     pub fn check<T: Any>(&self, ptr: *mut c_void) -> Result<(), Error> {
-        let table = self.table.read();
-        self.find::<T>(&table, ptr).map(drop)
+        let place = self.place(ptr)?;
+        self.shard(place).read().find::<T>(place).map(drop)
     }
 
     /// How many values are live (saved and not yet taken or unreffed).
@@ -431,8 +404,7 @@ impl Registry {
     /// assert_eq!(r.len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        let table = self.table.read();
-        table.slots.len() - table.retired
+        self.shards.iter().map(|s| s.0.read().live()).sum()
     }
 
     /// Whether no value is live.
@@ -442,43 +414,6 @@ impl Registry {
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Every live value's handle, type and save site: what a test or a
-    /// shutdown hook prints to find handles that were never released.
-    ///
-    /// ```
-    /// let r = handle_registry::Registry::new();
-    /// let p = r.save(3.5f64);
-    /// let report = r.leak_report();
-    /// assert_eq!(report.entries().len(), 1);
-    /// assert_eq!(report.entries()[0].type_name(), "f64");
-    /// assert!(report.to_string().contains("f64"));
-    /// # r.unref(p).unwrap();
-    /// ```
-    pub fn leak_report(&self) -> LeakReport {
-        let table = self.table.read();
-        let entries = table
-            .slots
-            .iter()
-            .filter_map(|(index, slot)| match slot {
-                Slot::Live(cell) => {
-                    // SAFETY: live cells are allocated while the lock is held.
-                    let header = unsafe { cell::header(*cell) };
-                    Some(LiveEntry {
-                        handle: handle::to_ptr(LAYOUT.encode(
-                            index,
-                            self.id,
-                            table.generations[index],
-                        )) as usize,
-                        type_name: (header.vtable.type_name)(),
-                        site: header.site,
-                    })
-                }
-                Slot::Retired => None,
-            })
-            .collect();
-        LeakReport { entries }
     }
 
     /// An owning [`Handle`] to `value` in this registry.
@@ -494,6 +429,29 @@ impl Registry {
     pub fn handle<T: Any + Send>(&self, value: T) -> Handle<'_, T> {
         let ptr = self.save(value);
         Handle::from_parts(self, ptr)
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Decodes `ptr` and checks it names this registry.
+    #[inline]
+    fn place(&self, ptr: *mut c_void) -> Result<Place, Error> {
+        let decoded = LAYOUT.decode(handle::from_ptr(ptr))?;
+        if decoded.registry != self.id {
+            return Err(Error::WrongRegistry);
+        }
+        Ok(Place::of(decoded))
+    }
+
+    #[inline]
+    fn shard(&self, place: Place) -> &RwLock<Table> {
+        &self.shards[place.shard].0
     }
 
     /// Runs `attempt` until it is done, parking between tries when another
@@ -519,49 +477,11 @@ impl Registry {
         self.wake.notify_all();
     }
 
-    /// The live cell `ptr` names, checked to hold a `T`.
-    #[inline]
-    fn find<T: Any>(&self, table: &Table, ptr: *mut c_void) -> Result<NonNull<Header>, Error> {
-        let cell = self.find_any(table, ptr)?;
-        // SAFETY: the cell is in the slab and the caller holds the lock.
-        let header = unsafe { cell::header(cell) };
-        if header.holds::<T>() {
-            Ok(cell)
-        } else {
-            Err(Error::WrongType {
-                expected: std::any::type_name::<T>(),
-                found: (header.vtable.type_name)(),
-            })
-        }
-    }
-
-    /// The live cell `ptr` names, whatever its type.
-    #[inline]
-    fn find_any(&self, table: &Table, ptr: *mut c_void) -> Result<NonNull<Header>, Error> {
-        let decoded = LAYOUT.decode(handle::from_ptr(ptr))?;
-        if decoded.registry != self.id {
-            return Err(Error::WrongRegistry);
-        }
-        let current = *table.generations.get(decoded.index).ok_or(Error::Invalid)?;
-        if decoded.generation < current {
-            return Err(Error::Stale);
-        }
-        if decoded.generation > current {
-            return Err(Error::Invalid);
-        }
-        match table.slots.get(decoded.index) {
-            Some(Slot::Live(cell)) => Ok(*cell),
-            // Its last generation was issued, then freed.
-            Some(Slot::Retired) => Err(Error::Stale),
-            // The generation of a value not saved yet.
-            None => Err(Error::Invalid),
-        }
-    }
-
     /// Ends an exclusive borrow taken by [`restore`](Registry::restore).
     ///
     /// # Safety
     /// The caller holds the exclusive borrow of `cell`, a cell of `self`.
+    #[inline]
     pub(crate) unsafe fn release_exclusive(&self, cell: NonNull<Header>) {
         // SAFETY: a borrowed cell stays allocated until its last borrow ends.
         let before = unsafe { cell::header(cell) }.release_exclusive();
@@ -580,12 +500,13 @@ impl Registry {
     ///
     /// # Safety
     /// The caller holds a shared borrow of `cell`, a cell of `self`.
+    #[inline]
     pub(crate) unsafe fn release_shared(&self, cell: NonNull<Header>) {
         thread::pop_shared(cell.as_ptr() as usize);
         // SAFETY: a borrowed cell stays allocated until its last borrow ends.
         let before = unsafe { cell::header(cell) }.release_shared();
         // From here on the cell may be freed by a remover: only `before` is used.
-        let last = before & !(EXCLUSIVE | WAITING | cell::ORPHANED) == READER;
+        let last = before & !(EXCLUSIVE | WAITING | ORPHANED) == READER;
         if last && before & WAITING != 0 {
             self.wake_waiters();
         }
@@ -597,8 +518,11 @@ impl Registry {
 
     #[cfg(test)]
     pub(crate) fn set_generation(&self, ptr: *mut c_void, generation: u32) -> *mut c_void {
-        let index = cell_index(ptr);
-        self.table.write().generations[index] = generation;
+        let place = self.place(ptr).unwrap();
+        self.shard(place)
+            .write()
+            .set_generation(place.slot, generation);
+        let index = Place::index(place.shard, place.slot);
         handle::to_ptr(LAYOUT.encode(index, self.id, generation))
     }
 }
@@ -613,34 +537,15 @@ fn blocked_step<R>(header: &Header, blocked: Blocked, park: bool) -> Step<R> {
     }
 }
 
-/// The slot index of a handle that `find_any` already accepted.
-fn cell_index(ptr: *mut c_void) -> usize {
-    LAYOUT
-        .decode(handle::from_ptr(ptr))
-        .map(|d| d.index)
-        .unwrap_or(usize::MAX)
-}
-
-impl Table {
-    /// Empties slot `index`, moving its generation on or retiring it.
-    fn remove(&mut self, index: usize) {
-        if self.generations[index] == LAYOUT.max_generation() {
-            self.slots[index] = Slot::Retired;
-            self.retired += 1;
-        } else {
-            self.slots.remove(index);
-            self.generations[index] += 1;
-        }
-    }
-}
-
 impl Drop for Registry {
     fn drop(&mut self) {
-        let table = self.table.get_mut();
         // No guard can outlive `&self`, so every cell is unborrowed and ours.
         let mut panic = None;
-        for (_, slot) in std::mem::take(&mut table.slots) {
-            if let Slot::Live(cell) = slot {
+        let mut next_base = 0;
+        for shard in self.shards.iter_mut() {
+            let table = shard.0.get_mut();
+            next_base = next_base.max(table.next_base());
+            for cell in table.drain() {
                 // SAFETY: owned, see above. Keep dropping the rest if one
                 // value's `Drop` panics, then resume the first panic.
                 let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
@@ -651,17 +556,9 @@ impl Drop for Registry {
                 }
             }
         }
-        if self.id != GLOBAL_ID {
-            let next_base = table
-                .generations
-                .iter()
-                .map(|&g| u64::from(g) + 1)
-                .max()
-                .unwrap_or(0)
-                .max(u64::from(table.base));
-            if next_base <= u64::from(LAYOUT.max_generation()) {
-                IDS.lock().free.push((self.id, next_base as u32));
-            }
+        // The id may serve again, with generations past every one issued.
+        if self.id != GLOBAL_ID && next_base <= u64::from(LAYOUT.max_generation()) {
+            IDS.lock().free.push((self.id, next_base as u32));
         }
         if let Some(payload) = panic {
             std::panic::resume_unwind(payload);
@@ -675,122 +572,6 @@ impl fmt::Debug for Registry {
             .field("id", &self.id)
             .field("len", &self.len())
             .finish()
-    }
-}
-
-/// One live value, as listed by [`Registry::leak_report`].
-///
-/// ```
-/// let r = handle_registry::Registry::new();
-/// let p = r.save(1i32);
-/// let entry = r.leak_report().entries()[0];
-/// assert_eq!(entry.handle(), p);
-/// assert_eq!(entry.site().file(), file!());
-/// # r.unref(p).unwrap();
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct LiveEntry {
-    handle: usize,
-    type_name: &'static str,
-    site: &'static Location<'static>,
-}
-
-impl LiveEntry {
-    /// The handle, as C sees it.
-    ///
-    /// ```
-    /// let r = handle_registry::Registry::new();
-    /// let p = r.save('x');
-    /// assert_eq!(r.leak_report().entries()[0].handle(), p);
-    /// # r.unref(p).unwrap();
-    /// ```
-    pub fn handle(&self) -> *mut c_void {
-        handle::to_ptr(self.handle as u64)
-    }
-
-    /// The saved value's type, as [`std::any::type_name`] spells it.
-    ///
-    /// ```
-    /// let r = handle_registry::Registry::new();
-    /// let p = r.save(0u16);
-    /// assert_eq!(r.leak_report().entries()[0].type_name(), "u16");
-    /// # r.unref(p).unwrap();
-    /// ```
-    pub fn type_name(&self) -> &'static str {
-        self.type_name
-    }
-
-    /// Where the value was saved (`#[track_caller]`).
-    ///
-    /// ```
-    /// let r = handle_registry::Registry::new();
-    /// let line = line!() + 1;
-    /// let p = r.save(0u16);
-    /// assert_eq!(r.leak_report().entries()[0].site().line(), line);
-    /// # r.unref(p).unwrap();
-    /// ```
-    pub fn site(&self) -> &'static Location<'static> {
-        self.site
-    }
-}
-
-impl fmt::Display for LiveEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:#x}: {} saved at {}",
-            self.handle, self.type_name, self.site
-        )
-    }
-}
-
-/// The values still live in a registry. `Display` prints one per line.
-///
-/// ```
-/// let r = handle_registry::Registry::new();
-/// assert!(r.leak_report().is_empty());
-/// let p = r.save(vec![0u8; 4]);
-/// let text = r.leak_report().to_string();
-/// assert!(text.starts_with("1 live handle"));
-/// assert!(text.contains("alloc::vec::Vec<u8> saved at "));
-/// # r.unref(p).unwrap();
-/// ```
-#[derive(Debug, Clone)]
-pub struct LeakReport {
-    entries: Vec<LiveEntry>,
-}
-
-impl LeakReport {
-    /// The live entries, in slot order.
-    ///
-    /// ```
-    /// let r = handle_registry::Registry::new();
-    /// let (a, b) = (r.save(1u8), r.save(2u8));
-    /// assert_eq!(r.leak_report().entries().len(), 2);
-    /// # r.unref(a).unwrap(); r.unref(b).unwrap();
-    /// ```
-    pub fn entries(&self) -> &[LiveEntry] {
-        &self.entries
-    }
-
-    /// Whether nothing is live.
-    ///
-    /// ```
-    /// assert!(handle_registry::Registry::new().leak_report().is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-impl fmt::Display for LeakReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.entries.len();
-        writeln!(f, "{n} live handle{}", if n == 1 { "" } else { "s" })?;
-        for entry in &self.entries {
-            writeln!(f, "  {entry}")?;
-        }
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! Rust and run under Miri too.
 
 use super::*;
+use crate::table::SHARDS;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 
@@ -91,16 +92,37 @@ fn every_bad_handle_has_its_error() {
 fn a_stale_handle_never_reaches_the_slots_next_value() {
     let r = Registry::new();
     let old = r.save(1u32);
+    let o = LAYOUT.decode(handle::from_ptr(old)).unwrap();
     r.unref(old).unwrap();
-    let new = r.save(2u32);
-    let (o, n) = (
-        LAYOUT.decode(handle::from_ptr(old)).unwrap(),
-        LAYOUT.decode(handle::from_ptr(new)).unwrap(),
-    );
-    assert_eq!(o.index, n.index, "the slot is reused");
-    assert_eq!(n.generation, o.generation + 1);
+    // Saves go round the shards; one of the next few reuses the old slot.
+    let fresh: Vec<_> = (0..SHARDS as u32).map(|i| r.save(i)).collect();
+    let reused = fresh
+        .iter()
+        .map(|&p| (p, LAYOUT.decode(handle::from_ptr(p)).unwrap()))
+        .find(|(_, n)| n.index == o.index)
+        .expect("the freed slot is reused");
+    assert_eq!(reused.1.generation, o.generation + 1);
     assert_eq!(r.restore::<u32>(old).err(), Some(Error::Stale));
-    assert_eq!(r.take::<u32>(new), Ok(2));
+    assert!(r.take::<u32>(reused.0).is_ok());
+    for p in fresh.into_iter().filter(|&p| p != reused.0) {
+        r.unref(p).unwrap();
+    }
+}
+
+#[test]
+fn saves_from_one_thread_spread_over_the_shards() {
+    let r = Registry::new();
+    let handles: Vec<_> = (0..SHARDS).map(|i| r.save(i)).collect();
+    let mut shards: Vec<_> = handles
+        .iter()
+        .map(|&p| LAYOUT.decode(handle::from_ptr(p)).unwrap().index % SHARDS)
+        .collect();
+    shards.sort();
+    shards.dedup();
+    assert_eq!(shards.len(), SHARDS);
+    for p in handles {
+        r.unref(p).unwrap();
+    }
 }
 
 #[test]

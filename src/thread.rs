@@ -12,12 +12,25 @@ thread_local! {
     /// the low bits of the borrow word stay free for flags.
     static TOKEN: Cell<u64> = const { Cell::new(0) };
     static SHARED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    static SHARD_CURSOR: Cell<usize> = const { Cell::new(0) };
 }
 
 /// This thread's owner token: a non-zero multiple of 8.
 #[inline]
 pub(crate) fn token() -> usize {
     TOKEN.with(|t| t as *const Cell<u64> as usize)
+}
+
+/// The shard this thread's next `save` tries first: successive saves go
+/// round the shards, and threads start at different places.
+#[inline]
+pub(crate) fn next_shard() -> usize {
+    SHARD_CURSOR.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(1));
+        // Fibonacci hashing of the token spreads threads' starting shards.
+        (token().wrapping_mul(0x9E37_79B9) >> 7).wrapping_add(n)
+    })
 }
 
 /// Records a shared borrow of the cell at `addr`.

@@ -1,0 +1,168 @@
+//! Finding handles that were never released.
+//!
+//! Every cell remembers its type and where it was saved (`#[track_caller]`),
+//! so a test or a shutdown hook can list what is still live and point at
+//! the line that leaked it.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::panic::Location;
+
+use crate::cell;
+use crate::handle::{self, Layout};
+use crate::table::Place;
+use crate::Registry;
+
+impl Registry {
+    /// Every live value's handle, type and save site: what a test or a
+    /// shutdown hook prints to find handles that were never released.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(3.5f64);
+    /// let report = r.leak_report();
+    /// assert_eq!(report.entries().len(), 1);
+    /// assert_eq!(report.entries()[0].type_name(), "f64");
+    /// assert!(report.to_string().contains("f64"));
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn leak_report(&self) -> LeakReport {
+        let mut entries = Vec::new();
+        for (shard_no, shard) in self.shards().iter().enumerate() {
+            let table = shard.0.read();
+            for (slot, generation, cell) in table.cells() {
+                let index = Place::index(shard_no, slot);
+                // SAFETY: live cells stay allocated while their lock is held.
+                let header = unsafe { cell::header(cell) };
+                entries.push((
+                    index,
+                    LiveEntry {
+                        handle: Layout::NATIVE.encode(index, self.id(), generation) as usize,
+                        type_name: (header.vtable.type_name)(),
+                        site: header.site,
+                    },
+                ));
+            }
+        }
+        entries.sort_by_key(|&(index, _)| index);
+        LeakReport {
+            entries: entries.into_iter().map(|(_, e)| e).collect(),
+        }
+    }
+}
+
+/// One live value, as listed by [`Registry::leak_report`].
+///
+/// ```
+/// let r = handle_registry::Registry::new();
+/// let p = r.save(1i32);
+/// let entry = r.leak_report().entries()[0];
+/// assert_eq!(entry.handle(), p);
+/// assert_eq!(entry.site().file(), file!());
+/// # r.unref(p).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LiveEntry {
+    handle: usize,
+    type_name: &'static str,
+    site: &'static Location<'static>,
+}
+
+impl LiveEntry {
+    /// The handle, as C sees it.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save('x');
+    /// assert_eq!(r.leak_report().entries()[0].handle(), p);
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn handle(&self) -> *mut c_void {
+        handle::to_ptr(self.handle as u64)
+    }
+
+    /// The saved value's type, as [`std::any::type_name`] spells it.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(0u16);
+    /// assert_eq!(r.leak_report().entries()[0].type_name(), "u16");
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Where the value was saved (`#[track_caller]`).
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let line = line!() + 1;
+    /// let p = r.save(0u16);
+    /// assert_eq!(r.leak_report().entries()[0].site().line(), line);
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+}
+
+impl fmt::Display for LiveEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:#x}: {} saved at {}",
+            self.handle, self.type_name, self.site
+        )
+    }
+}
+
+/// The values still live in a registry. `Display` prints one per line.
+///
+/// ```
+/// let r = handle_registry::Registry::new();
+/// assert!(r.leak_report().is_empty());
+/// let p = r.save(vec![0u8; 4]);
+/// let text = r.leak_report().to_string();
+/// assert!(text.starts_with("1 live handle"));
+/// assert!(text.contains("alloc::vec::Vec<u8> saved at "));
+/// # r.unref(p).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    entries: Vec<LiveEntry>,
+}
+
+impl LeakReport {
+    /// The live entries, in handle-index order.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let (a, b) = (r.save(1u8), r.save(2u8));
+    /// assert_eq!(r.leak_report().entries().len(), 2);
+    /// # r.unref(a).unwrap(); r.unref(b).unwrap();
+    /// ```
+    pub fn entries(&self) -> &[LiveEntry] {
+        &self.entries
+    }
+
+    /// Whether nothing is live.
+    ///
+    /// ```
+    /// assert!(handle_registry::Registry::new().leak_report().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.entries.len();
+        writeln!(f, "{n} live handle{}", if n == 1 { "" } else { "s" })?;
+        for entry in &self.entries {
+            writeln!(f, "  {entry}")?;
+        }
+        Ok(())
+    }
+}
