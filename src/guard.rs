@@ -90,6 +90,7 @@ impl<T: Any + Send> DerefMut for Guard<'_, T> {
 }
 
 impl<T: Any + Send> Drop for Guard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         if self.lent && crate::lend::give_back(self.cell) {
             return;

@@ -53,6 +53,7 @@ thread_local! {
 }
 
 /// Walks this thread's lends from the innermost out.
+#[inline]
 fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
     let mut at = TOP.try_with(Cell::get).unwrap_or(ptr::null());
     while !at.is_null() {
@@ -95,6 +96,7 @@ pub(crate) fn claim<T: Any + Send>(
 
 /// Gives a lent guard's borrow back to its lend. Returns `false` when the
 /// lend has ended: the guard then owns the real borrow and must release it.
+#[inline]
 pub(crate) fn give_back(cell: NonNull<Header>) -> bool {
     match find(|l| l.cell == cell) {
         Some(lent) => {

@@ -227,11 +227,18 @@ impl Registry {
     /// assert_eq!(*r.restore::<u64>(p).unwrap(), 1);
     /// # r.unref(p).unwrap();
     /// ```
+    #[inline]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
             // SAFETY: the lend holds the borrow and marked itself in use.
             return lent.map(|cell| unsafe { Guard::lent(self, cell) });
         }
+        self.restore_locked(ptr)
+    }
+
+    /// `restore` outside a lend: through the shard's lock.
+    #[inline(never)]
+    fn restore_locked<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         let place = self.place(ptr)?;
         let token = thread::token();
         let cell = self.run(|park| {
