@@ -95,6 +95,7 @@ pub fn save<T: Any + Send>(value: T) -> *mut c_void {
 /// *handle_registry::restore::<u8>(p).unwrap() += 1;
 /// assert_eq!(handle_registry::take::<u8>(p), Ok(2));
 /// ```
+#[inline]
 pub fn restore<T: Any + Send>(ptr: *mut c_void) -> Result<Guard<'static, T>, Error> {
     Registry::global().restore(ptr)
 }

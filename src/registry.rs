@@ -120,6 +120,7 @@ impl Registry {
     /// assert_eq!(*handle_registry::restore::<&str>(p).unwrap(), "hello");
     /// Registry::global().unref(p).unwrap();
     /// ```
+    #[inline]
     pub fn global() -> &'static Registry {
         static GLOBAL: Lazy<Registry> = Lazy::new(|| Registry::with_id(GLOBAL_ID, 0));
         &GLOBAL

@@ -1,0 +1,86 @@
+//! Per-callback cost through C: the native tight loop calls `start(user_data, i)`
+//! N times, with `user_data` a raw pointer (the baseline) or a registry handle.
+//!
+//! `cargo bench --bench callbacks`. Throughput is in callbacks per second,
+//! so criterion's per-element time is the cost of one callback.
+
+use std::ffi::{c_int, c_void};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use handle_registry::traverse::{repeat_start, Visitor};
+use handle_registry::{ffi, Registry};
+
+/// The baseline: what a wrapper handing C a `&mut` does.
+unsafe extern "C" fn direct_start(user_data: *mut c_void, i: c_int) {
+    // SAFETY: the bench passes a pointer to a live, unaliased i64.
+    unsafe { *user_data.cast::<i64>() += i64::from(i) }
+}
+
+/// The registry's way: resolve, type-check and borrow on every call.
+unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
+    if let Ok(mut sum) = handle_registry::restore::<i64>(user_data) {
+        *sum += i64::from(i);
+    }
+}
+
+struct Sum(i64);
+impl Visitor for Sum {
+    fn start(&mut self, i: i32) {
+        self.0 += i64::from(i);
+    }
+}
+
+fn per_callback(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per-callback");
+    let registry = Registry::global();
+    for n in [1i64, 1000] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("direct pointer", n), |b| {
+            let mut sum = 0i64;
+            let cbs = ffi::Callbacks {
+                start: Some(direct_start),
+                end: None,
+            };
+            // SAFETY: `sum` outlives each call and nothing else touches it.
+            b.iter(|| unsafe {
+                ffi::traverse_bench_start(cbs, (&raw mut sum).cast(), black_box(n))
+            });
+            black_box(sum);
+        });
+        g.bench_function(BenchmarkId::new("registry restore", n), |b| {
+            let p = registry.save(0i64);
+            let cbs = ffi::Callbacks {
+                start: Some(registry_start),
+                end: None,
+            };
+            // SAFETY: the trampoline accepts any `user_data`.
+            b.iter(|| unsafe { ffi::traverse_bench_start(cbs, p, black_box(n)) });
+            registry.unref(p).unwrap();
+        });
+        g.bench_function(BenchmarkId::new("registry restore, lent", n), |b| {
+            let p = registry.save(0i64);
+            let cbs = ffi::Callbacks {
+                start: Some(registry_start),
+                end: None,
+            };
+            b.iter(|| {
+                registry
+                    // SAFETY: the trampoline accepts any `user_data`.
+                    .lend::<i64, _>(p, || unsafe {
+                        ffi::traverse_bench_start(cbs, p, black_box(n))
+                    })
+                    .unwrap()
+            });
+            registry.unref(p).unwrap();
+        });
+        g.bench_function(
+            BenchmarkId::new("traverse::Visitor (save+take per call)", n),
+            |b| b.iter(|| repeat_start(Sum(0), black_box(n)).unwrap().0),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, per_callback);
+criterion_main!(benches);
