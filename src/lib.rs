@@ -173,3 +173,8 @@ pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
         }
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
