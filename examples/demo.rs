@@ -333,6 +333,14 @@ fn cost_table() {
     let exclusive_handle = handle_registry::Handle::new(0u64);
     let exclusive = per_call(|| bench(exclusive_start, exclusive_handle.as_ptr()));
 
+    let lent_handle = handle_registry::Handle::new(0u64);
+    let lent = per_call(|| {
+        let user_data = lent_handle.as_ptr();
+        let lend =
+            Registry::global().lend::<u64, _>(user_data, || bench(exclusive_start, user_data));
+        lend.expect("nobody else borrows it");
+    });
+
     let shared_handle = handle_registry::Handle::new(AtomicU64::new(0));
     let shared = per_call(|| bench(shared_start, shared_handle.as_ptr()));
 
@@ -344,11 +352,18 @@ fn cost_table() {
 
     let expected = (CALLS * (CALLS - 1) / 2) as u64 * 5;
     let exclusive_total = exclusive_handle.into_inner().unwrap_or(0);
+    let lent_total = lent_handle.into_inner().unwrap_or(0);
     let shared_total = shared_handle.into_inner().map_or(0, AtomicU64::into_inner);
     let visitor_total = sum.map_or(0, |s| s.0);
     assert_eq!(
-        [raw_total, exclusive_total, shared_total, visitor_total],
-        [expected; 4],
+        [
+            raw_total,
+            exclusive_total,
+            lent_total,
+            shared_total,
+            visitor_total
+        ],
+        [expected; 5],
         "every callback must have arrived"
     );
 
@@ -356,6 +371,10 @@ fn cost_table() {
     let rows = [
         ("direct pointer (raw *mut u64, unchecked)", direct),
         ("registry restore (exclusive guard)", exclusive),
+        (
+            "registry restore inside Registry::lend (synchronous call)",
+            lent,
+        ),
         ("registry restore_ref (shared guard)", shared),
         (
             "traverse::Visitor trampoline (+ panic catch, entry count)",
