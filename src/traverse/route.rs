@@ -119,9 +119,11 @@ fn dispatch<R: Route>(user_data: *mut c_void, event: Event) {
 /// Drops a panic payload that has nowhere to go, even if its `Drop` panics.
 pub(crate) fn discard(payload: Box<dyn Any + Send>) {
     if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-        // Dropping this one could panic too: leaking it is the only way
-        // not to unwind.
-        std::mem::forget(again);
+        // The drop's own panic payload is usually a plain string; should it
+        // panic when dropped as well, leaking it is the only way to stop.
+        if let Err(last) = catch_unwind(AssertUnwindSafe(|| drop(again))) {
+            std::mem::forget(last);
+        }
     }
 }
 
