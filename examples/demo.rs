@@ -204,11 +204,17 @@ fn parallel(files: &[PathBuf]) {
                 .threads
                 .into_inner()
                 .unwrap_or_else(|p| p.into_inner());
+            let main_too = threads.contains(&std::thread::current().id());
             println!(
-                "  total: {} blocks opened, {} closed, reported from {} C thread(s), none of them main",
+                "  total: {} blocks opened, {} closed, reported from {} C thread(s){}",
                 census.opened.into_inner(),
                 census.closed.into_inner(),
                 threads.len(),
+                if main_too {
+                    ", main among them"
+                } else {
+                    ", none of them main"
+                },
             );
         }
         Err(e) => println!("  error: {e}"),
