@@ -438,6 +438,16 @@ extern "C" {
     pub fn traverse_abi_offsetof_end() -> usize;
 }
 
+/// A path as a C string: its exact bytes on Unix, its UTF-8 elsewhere.
+/// `None` when it contains a NUL byte (or, off Unix, is not UTF-8).
+pub(crate) fn c_path(path: &std::path::Path) -> Option<std::ffi::CString> {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_str()?.as_bytes().to_vec();
+    std::ffi::CString::new(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

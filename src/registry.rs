@@ -240,21 +240,7 @@ impl Registry {
     /// `restore` outside a lend: through the shard's lock.
     #[inline(never)]
     fn restore_locked<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
-        let place = self.place(ptr)?;
-        let token = thread::token();
-        let cell = self.run(|park| {
-            let table = self.shard(place).read();
-            let cell = match table.find::<T>(place) {
-                Ok(c) => c,
-                Err(e) => return Step::Done(Err(e)),
-            };
-            // SAFETY: the cell is in the slab and we hold its shard's lock.
-            let header = unsafe { cell::header(cell) };
-            match header.try_exclusive(token) {
-                Ok(()) => Step::Done(Ok(cell)),
-                Err(blocked) => blocked_step(header, blocked, park),
-            }
-        })?;
+        let cell = self.borrow::<T>(ptr, Header::try_exclusive)?;
         // SAFETY: we hold the exclusive borrow of a `Cell<T>` (type checked
         // in `find`) of this registry.
         Ok(unsafe { Guard::new(self, cell) })
@@ -283,21 +269,7 @@ impl Registry {
         &self,
         ptr: *mut c_void,
     ) -> Result<SharedGuard<'_, T>, Error> {
-        let place = self.place(ptr)?;
-        let token = thread::token();
-        let cell = self.run(|park| {
-            let table = self.shard(place).read();
-            let cell = match table.find::<T>(place) {
-                Ok(c) => c,
-                Err(e) => return Step::Done(Err(e)),
-            };
-            // SAFETY: the cell is in the slab and we hold its shard's lock.
-            let header = unsafe { cell::header(cell) };
-            match header.try_shared(token) {
-                Ok(()) => Step::Done(Ok(cell)),
-                Err(blocked) => blocked_step(header, blocked, park),
-            }
-        })?;
+        let cell = self.borrow::<T>(ptr, Header::try_shared)?;
         // SAFETY: we hold a shared borrow of a `Cell<T>` of this registry.
         Ok(unsafe { SharedGuard::new(self, cell) })
     }
@@ -460,6 +432,32 @@ impl Registry {
     #[inline]
     fn shard(&self, place: Place) -> &RwLock<Table> {
         &self.shards[place.shard].0
+    }
+
+    /// Finds the `T` that `ptr` names and takes a borrow of it with
+    /// `acquire` (exclusive or shared), waiting while another thread holds
+    /// a conflicting one.
+    #[inline]
+    fn borrow<T: Any>(
+        &self,
+        ptr: *mut c_void,
+        acquire: fn(&Header, usize) -> Result<(), Blocked>,
+    ) -> Result<NonNull<Header>, Error> {
+        let place = self.place(ptr)?;
+        let token = thread::token();
+        self.run(|park| {
+            let table = self.shard(place).read();
+            let cell = match table.find::<T>(place) {
+                Ok(c) => c,
+                Err(e) => return Step::Done(Err(e)),
+            };
+            // SAFETY: the cell is in the slab and we hold its shard's lock.
+            let header = unsafe { cell::header(cell) };
+            match acquire(header, token) {
+                Ok(()) => Step::Done(Ok(cell)),
+                Err(blocked) => blocked_step(header, blocked, park),
+            }
+        })
     }
 
     /// Runs `attempt` until it is done, parking between tries when another

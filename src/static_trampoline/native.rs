@@ -151,16 +151,9 @@ pub fn traverse_file(
     }
 }
 
+/// The path as C wants it (see [`crate::ffi::c_path`]).
 fn c_path(path: &Path) -> Result<CString, TraverseError> {
-    #[cfg(unix)]
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
-    #[cfg(not(unix))]
-    let bytes = path
-        .to_str()
-        .ok_or(TraverseError::InvalidPath)?
-        .as_bytes()
-        .to_vec();
-    CString::new(bytes).map_err(|_| TraverseError::InvalidPath)
+    crate::ffi::c_path(path).ok_or(TraverseError::InvalidPath)
 }
 
 #[cfg(test)]

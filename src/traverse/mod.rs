@@ -64,15 +64,7 @@ pub use parallel::{traverse_files_parallel, ParallelTraversal, SyncVisitor};
 pub use route::{ignored_callbacks, trampoline_entries};
 pub use visitor::{repeat_start, traverse, traverse_file, traverse_file_mut, Visitor};
 
-/// The path as C wants it: the exact bytes on Unix, UTF-8 elsewhere.
+/// The path as C wants it (see [`crate::ffi::c_path`]).
 fn c_path(path: &Path) -> Result<CString, TraverseError> {
-    #[cfg(unix)]
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
-    #[cfg(not(unix))]
-    let bytes = path
-        .to_str()
-        .ok_or(TraverseError::InvalidPath)?
-        .as_bytes()
-        .to_vec();
-    CString::new(bytes).map_err(|_| TraverseError::InvalidPath)
+    crate::ffi::c_path(path).ok_or(TraverseError::InvalidPath)
 }
