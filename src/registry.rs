@@ -496,6 +496,9 @@ impl Registry {
             self.wake_waiters();
         }
         if cell::last_out_of_orphan(before, true) {
+            // Our `swap` read the remover's `ORPHANED` write; acquire it
+            // (and everything before it) before freeing the memory it wrote.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             // SAFETY: the remover handed the cell over and ours was the
             // last borrow.
             unsafe { Header::free(cell) };
@@ -517,6 +520,10 @@ impl Registry {
             self.wake_waiters();
         }
         if last && cell::last_out_of_orphan(before, false) {
+            // Acquire the remover's `ORPHANED` write and the other readers'
+            // releases (one release sequence on the borrow word) before
+            // freeing.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             // SAFETY: handed over by the remover; ours was the last borrow.
             unsafe { Header::free(cell) };
         }
