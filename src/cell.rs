@@ -47,6 +47,8 @@ pub(crate) const WAITING: usize = 0b010;
 pub(crate) const ORPHANED: usize = 0b100;
 pub(crate) const READER: usize = 0b1000;
 const FLAGS: usize = EXCLUSIVE | WAITING | ORPHANED;
+/// Readers beyond this many are refused, so the count can never wrap.
+const MAX_READERS: usize = (usize::MAX / 2) & !FLAGS;
 
 /// What the registry needs to know about a cell's value without knowing `T`.
 pub(crate) struct VTable {
@@ -192,6 +194,11 @@ impl Header {
     pub fn try_shared(&self, token: usize) -> Result<(), Blocked> {
         let mut s = self.state.load(Ordering::Relaxed);
         while s & EXCLUSIVE == 0 {
+            if s >= MAX_READERS {
+                // Only reachable by forgetting guards by the hundred million
+                // on a 32-bit target; refuse rather than wrap to "free".
+                return Err(Blocked::ByThisThread);
+            }
             // A free cell's `WAITING` is stale (see `release_*`): drop it.
             let new = if s & !FLAGS == 0 { READER } else { s + READER };
             match self
@@ -234,41 +241,68 @@ impl Header {
                 .compare_exchange(seen, seen | WAITING, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
+}
 
-    /// Ends an exclusive borrow. Returns the state before, so the caller
-    /// can wake waiters and free an orphan.
-    #[inline]
-    pub fn release_exclusive(&self) -> usize {
-        self.state.swap(0, Ordering::Release)
-    }
+/// The borrow word alone, as a reference to the atomic and nothing else.
+///
+/// The last operation a thread performs on a cell (a release, or the
+/// remover's hand-over) may let another thread free it at once. A
+/// `&Header` argument would stay live across that free and cover the
+/// header's plain fields, which the aliasing model forbids; a reference to
+/// the atomic alone is what `Arc` uses for the same reason.
+///
+/// # Safety
+/// `cell` is allocated when this is called; the caller performs one atomic
+/// operation with the result and does not keep it.
+unsafe fn state<'a>(cell: NonNull<Header>) -> &'a AtomicUsize {
+    // SAFETY: allocated per the caller; `addr_of!` projects to the field
+    // without creating a reference to the header.
+    unsafe { &*ptr::addr_of!((*cell.as_ptr()).state) }
+}
 
-    /// Ends a shared borrow. Returns the state before.
-    #[inline]
-    pub fn release_shared(&self) -> usize {
-        self.state.fetch_sub(READER, Ordering::Release)
-    }
+/// Ends an exclusive borrow. Returns the state before, so the caller can
+/// wake waiters and free an orphan; it must not touch the cell otherwise.
+///
+/// # Safety
+/// The caller holds the exclusive borrow of `cell`.
+#[inline]
+pub(crate) unsafe fn release_exclusive(cell: NonNull<Header>) -> usize {
+    // SAFETY: a borrowed cell is allocated until its borrow ends, here.
+    unsafe { state(cell) }.swap(0, Ordering::Release)
+}
 
-    /// Called by the remover after taking the cell out of the slab: either
-    /// nobody borrows it (the remover now owns it, returns `true`), or it is
-    /// marked `ORPHANED` so that the last borrower frees it (returns `false`).
-    pub fn orphan_or_own(&self) -> bool {
-        let mut s = self.state.load(Ordering::Acquire);
-        loop {
-            if s & !(WAITING | ORPHANED) == 0 {
-                // Pairs with the borrowers' `Release` on unlock: their last
-                // writes to the value happen before our drop.
-                std::sync::atomic::fence(Ordering::Acquire);
-                return true;
-            }
-            match self.state.compare_exchange_weak(
-                s,
-                s | ORPHANED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return false,
-                Err(now) => s = now,
-            }
+/// Ends a shared borrow. Returns the state before, as for
+/// [`release_exclusive`].
+///
+/// # Safety
+/// The caller holds a shared borrow of `cell`.
+#[inline]
+pub(crate) unsafe fn release_shared(cell: NonNull<Header>) -> usize {
+    // SAFETY: as for `release_exclusive`.
+    unsafe { state(cell) }.fetch_sub(READER, Ordering::Release)
+}
+
+/// Called by the remover after taking the cell out of the slab: either
+/// nobody borrows it (the remover now owns it, returns `true`), or it is
+/// marked `ORPHANED` so that the last borrower frees it (returns `false`,
+/// and the caller must not touch the cell again).
+///
+/// # Safety
+/// `cell` was just removed from its slab by the caller.
+pub(crate) unsafe fn orphan_or_own(cell: NonNull<Header>) -> bool {
+    // SAFETY: until the exchange below succeeds, nobody else may free it.
+    let state = unsafe { state(cell) };
+    let mut s = state.load(Ordering::Acquire);
+    loop {
+        if s & !(WAITING | ORPHANED) == 0 {
+            // Pairs with the borrowers' `Release` on unlock: their last
+            // writes to the value happen before our drop.
+            std::sync::atomic::fence(Ordering::Acquire);
+            return true;
+        }
+        match state.compare_exchange_weak(s, s | ORPHANED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return false,
+            Err(now) => s = now,
         }
     }
 }
@@ -301,19 +335,28 @@ mod tests {
             assert_eq!(h.try_shared(8), Err(Blocked::ByThisThread));
             assert!(matches!(h.try_exclusive(16), Err(Blocked::ByOther(_))));
             assert!(matches!(h.try_shared(16), Err(Blocked::ByOther(_))));
-            assert_eq!(h.release_exclusive(), 8 | EXCLUSIVE);
+            // SAFETY: borrowed above.
+            assert_eq!(unsafe { release_exclusive(c) }, 8 | EXCLUSIVE);
             // A lingering WAITING on a free cell is dropped by the next borrower.
             assert!(h.set_waiting(0));
             h.try_shared(8).unwrap();
             assert_eq!(h.state.load(Ordering::Relaxed), READER);
-            h.release_shared();
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            unsafe { release_shared(c) };
             h.try_shared(8).unwrap();
             h.try_shared(16).unwrap();
             assert!(matches!(h.try_exclusive(16), Err(Blocked::ByOther(_))));
-            h.release_shared();
-            h.release_shared();
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            unsafe { release_shared(c) };
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            unsafe { release_shared(c) };
             h.try_exclusive(16).unwrap();
-            h.release_exclusive();
+            // SAFETY: borrowed just above.
+            unsafe { release_exclusive(c) };
+            // The reader count refuses to wrap.
+            h.state.store(MAX_READERS, Ordering::Relaxed);
+            assert_eq!(h.try_shared(8), Err(Blocked::ByThisThread));
+            h.state.store(0, Ordering::Relaxed);
         });
     }
 
@@ -324,12 +367,16 @@ mod tests {
             let h = unsafe { header(c) };
             h.try_shared(8).unwrap();
             h.try_shared(16).unwrap();
-            assert!(!h.orphan_or_own());
-            assert!(!last_out_of_orphan(h.release_shared(), false));
-            let before = h.release_shared();
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            assert!(!unsafe { orphan_or_own(c) });
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            assert!(!last_out_of_orphan(unsafe { release_shared(c) }, false));
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            let before = unsafe { release_shared(c) };
             assert!(last_out_of_orphan(before, false));
             h.state.store(0, Ordering::Relaxed);
-            assert!(h.orphan_or_own());
+            // SAFETY: the test holds the borrow it releases, or removed the cell.
+            assert!(unsafe { orphan_or_own(c) });
         });
     }
 

@@ -52,6 +52,11 @@ pub enum Error {
     /// [`restore`](crate::restore) while a [`Guard`](crate::Guard) is alive).
     /// Waiting would deadlock, so the registry refuses at once. Another
     /// thread's borrow makes the caller wait instead.
+    ///
+    /// Also returned, rather than risking a deadlock or an overflow, by a
+    /// `restore_ref` made from a thread-local destructor once this thread's
+    /// own bookkeeping is gone, and by one that would push the reader count
+    /// past `usize::MAX / 2` (only reachable by forgetting shared guards).
     Busy,
     /// The registry has no free index left (see the handle layout in
     /// [`handle`](crate::handle)): every index the layout can express is

@@ -269,6 +269,12 @@ impl Registry {
         &self,
         ptr: *mut c_void,
     ) -> Result<SharedGuard<'_, T>, Error> {
+        if !thread::can_track_shared() {
+            // Called from a thread-local destructor after this thread's
+            // borrow list is gone: an untracked shared borrow could make a
+            // later exclusive request on this thread wait for itself.
+            return Err(Error::Busy);
+        }
         let cell = self.borrow::<T>(ptr, Header::try_shared)?;
         // SAFETY: we hold a shared borrow of a `Cell<T>` of this registry.
         Ok(unsafe { SharedGuard::new(self, cell) })
@@ -308,8 +314,8 @@ impl Registry {
             }
         })?;
         // We hold the only borrow of a cell nobody can find any more.
-        // SAFETY: the cell is live until freed below.
-        let before = unsafe { cell::header(cell) }.release_exclusive();
+        // SAFETY: we hold its exclusive borrow.
+        let before = unsafe { cell::release_exclusive(cell) };
         if before & WAITING != 0 {
             self.wake_waiters();
         }
@@ -343,10 +349,8 @@ impl Registry {
             table.remove(place.slot);
             cell
         };
-        // SAFETY: the cell is still allocated: only we (or, after the call
-        // below marks it orphaned, the last borrower) may free it.
-        let header = unsafe { cell::header(cell) };
-        if header.orphan_or_own() {
+        // SAFETY: just removed from the slab by us.
+        if unsafe { cell::orphan_or_own(cell) } {
             // No borrower means nobody is parked for one (step 3), so there
             // is no one to wake.
             // SAFETY: out of the slab and not borrowed: ours alone.
@@ -489,8 +493,8 @@ impl Registry {
     /// The caller holds the exclusive borrow of `cell`, a cell of `self`.
     #[inline]
     pub(crate) unsafe fn release_exclusive(&self, cell: NonNull<Header>) {
-        // SAFETY: a borrowed cell stays allocated until its last borrow ends.
-        let before = unsafe { cell::header(cell) }.release_exclusive();
+        // SAFETY: the caller holds the exclusive borrow.
+        let before = unsafe { cell::release_exclusive(cell) };
         // From here on the cell may be freed by a remover: only `before` is used.
         if before & WAITING != 0 {
             self.wake_waiters();
@@ -512,8 +516,8 @@ impl Registry {
     #[inline]
     pub(crate) unsafe fn release_shared(&self, cell: NonNull<Header>) {
         thread::pop_shared(cell.as_ptr() as usize);
-        // SAFETY: a borrowed cell stays allocated until its last borrow ends.
-        let before = unsafe { cell::header(cell) }.release_shared();
+        // SAFETY: the caller holds a shared borrow.
+        let before = unsafe { cell::release_shared(cell) };
         // From here on the cell may be freed by a remover: only `before` is used.
         let last = before & !(EXCLUSIVE | WAITING | ORPHANED) == READER;
         if last && before & WAITING != 0 {

@@ -454,3 +454,34 @@ fn handle_from_ptr_checks_type() {
     ));
     assert_eq!(Handle::<u16>::from_ptr(p).unwrap().into_inner(), Ok(1));
 }
+
+#[test]
+#[cfg_attr(miri, ignore)] // thread-local destruction order is the point
+fn restore_ref_from_a_thread_local_destructor_never_leaks_a_borrow() {
+    struct LateReader(usize);
+    impl Drop for LateReader {
+        fn drop(&mut self) {
+            // Whatever the destruction order, this must not panic, and any
+            // borrow it takes must be released.
+            let _ = Registry::global().restore_ref::<u8>(ptr(self.0));
+        }
+    }
+    thread_local! {
+        static LATE: std::cell::RefCell<Option<LateReader>> = const { std::cell::RefCell::new(None) };
+    }
+    let p = crate::save(3u8);
+    let raw = p as usize;
+    std::thread::spawn(move || {
+        // Registered first, so destroyed after the registry's own list.
+        LATE.with(|l| *l.borrow_mut() = Some(LateReader(raw)));
+        drop(Registry::global().restore_ref::<u8>(ptr(raw)).unwrap());
+    })
+    .join()
+    .unwrap();
+    assert_eq!(crate::take::<u8>(p), Ok(3), "no borrow leaked");
+}
+
+#[test]
+fn tokens_leave_the_flag_bits_free() {
+    assert_eq!(thread::token() & 0b111, 0);
+}

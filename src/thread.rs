@@ -7,10 +7,16 @@
 
 use std::cell::{Cell, RefCell};
 
+/// Only its address matters: unique among live threads, and 8-aligned on
+/// every target (a `u64` is only 4-aligned on 32-bit x86), so the low bits
+/// of the borrow word stay free for flags. Not zero-sized, so that each
+/// thread's has an address of its own; no destructor, so it stays usable
+/// while other thread-locals are destroyed.
+#[repr(align(8))]
+struct Token(#[allow(dead_code)] u8);
+
 thread_local! {
-    /// Only its address matters: unique among live threads, 8-aligned so
-    /// the low bits of the borrow word stay free for flags.
-    static TOKEN: Cell<u64> = const { Cell::new(0) };
+    static TOKEN: Token = const { Token(0) };
     static SHARED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     static SHARD_CURSOR: Cell<usize> = const { Cell::new(0) };
 }
@@ -18,7 +24,9 @@ thread_local! {
 /// This thread's owner token: a non-zero multiple of 8.
 #[inline]
 pub(crate) fn token() -> usize {
-    TOKEN.with(|t| t as *const Cell<u64> as usize)
+    let token = TOKEN.with(|t| t as *const Token as usize);
+    debug_assert_eq!(token % 8, 0);
+    token
 }
 
 /// The shard this thread's next `save` tries first: successive saves go
@@ -33,9 +41,17 @@ pub(crate) fn next_shard() -> usize {
     })
 }
 
-/// Records a shared borrow of the cell at `addr`.
+/// Whether this thread can still record shared borrows: not once its
+/// thread-locals are being destroyed (a `restore_ref` from another
+/// thread-local's destructor). Once false, it stays false.
+pub(crate) fn can_track_shared() -> bool {
+    SHARED.try_with(|_| ()).is_ok()
+}
+
+/// Records a shared borrow of the cell at `addr`. The caller checked
+/// [`can_track_shared`] first, on this thread.
 pub(crate) fn push_shared(addr: usize) {
-    SHARED.with(|s| s.borrow_mut().push(addr));
+    let _ = SHARED.try_with(|s| s.borrow_mut().push(addr));
 }
 
 /// Forgets one shared borrow of the cell at `addr`.

@@ -39,7 +39,8 @@
 /// use handle_registry::static_callbacks;
 ///
 /// static_callbacks! {
-///     /// Signal-style handlers: C passes only the signal number.
+///     /// Event hooks that C calls (from ordinary code, not a real signal
+///     /// handler: trampolines are not async-signal-safe) with a number only.
 ///     pub static ON_SIGNAL: [extern "C" fn(signum: c_int); 4];
 ///
 ///     /// Predicates over byte strings; `1` (keep going) when unbound.

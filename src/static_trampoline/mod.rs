@@ -1,7 +1,7 @@
 //! Static trampolines: Rust closures behind plain C function pointers, for
 //! C APIs whose callbacks get no `user_data`.
 //!
-//! `qsort`, `nftw`, `atexit`, `signal` and many legacy APIs call back with
+//! `qsort`, `nftw`, `atexit` and many legacy APIs call back with
 //! the event's arguments only, so the callback cannot be told whose state
 //! it should use. C programs use a global variable; libffi writes a fresh
 //! function into executable memory at run time. This module keeps a fixed,
@@ -131,11 +131,19 @@
 //!   count the threads that may run one at the same time, times the
 //!   nesting depth (a callback that starts another traversal of the same
 //!   signature holds a second slot).
-//! * For registrations that last (`atexit`, signal handlers, a library's
-//!   global hooks), count the registrations: they hold their slots for as
-//!   long as they live.
+//! * For registrations that last (`atexit`, a library's global hooks),
+//!   count the registrations: they hold their slots for as long as they
+//!   live.
 //! * Give each library its own pool rather than sharing one: a library
 //!   cannot then starve another.
+//!
+//! # Not for real signal handlers
+//!
+//! A trampoline takes registry locks and may park the thread, which is not
+//! async-signal-safe: installed with `sigaction`/`signal`, a signal that
+//! arrives while its thread holds one of those locks deadlocks that thread.
+//! "Signal-style" here means callbacks that C makes from ordinary code with
+//! no `user_data`, such as a library's event hook that passes only a number.
 //!
 //! # Cost per call
 //!
