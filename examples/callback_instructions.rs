@@ -1,0 +1,71 @@
+//! Drives the native tight loop for one kind of callback, so that
+//! `benches/instructions.sh` can count instructions per callback under
+//! callgrind: a figure that, unlike a time, does not move with the noise
+//! of a shared machine.
+//!
+//! `cargo run --release --example callback_instructions -- KIND N` with KIND
+//! one of `direct`, `restore`, `lent`, `visitor`.
+
+use std::ffi::{c_int, c_void};
+
+use handle_registry::traverse::{repeat_start, Visitor};
+use handle_registry::{ffi, Registry};
+
+unsafe extern "C" fn direct_start(user_data: *mut c_void, i: c_int) {
+    // SAFETY: `main` passes a pointer to a live, unaliased i64.
+    unsafe { *user_data.cast::<i64>() += i64::from(i) }
+}
+
+unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
+    if let Ok(mut sum) = handle_registry::restore::<i64>(user_data) {
+        *sum += i64::from(i);
+    }
+}
+
+struct Sum(i64);
+impl Visitor for Sum {
+    fn start(&mut self, i: i32) {
+        self.0 += i64::from(i);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (kind, n) = match args.as_slice() {
+        [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
+        _ => {
+            eprintln!("usage: callback_instructions direct|restore|lent|visitor N");
+            std::process::exit(2);
+        }
+    };
+    let registry = Registry::global();
+    let cbs = |start| ffi::Callbacks {
+        start: Some(start),
+        end: None,
+    };
+    let sum = match kind {
+        "direct" => {
+            let mut sum = 0i64;
+            // SAFETY: `sum` outlives the call and nothing else touches it.
+            unsafe { ffi::traverse_bench_start(cbs(direct_start), (&raw mut sum).cast(), n) };
+            sum
+        }
+        "restore" | "lent" => {
+            let p = registry.save(0i64);
+            // SAFETY: the trampoline accepts any `user_data`.
+            let run = || unsafe { ffi::traverse_bench_start(cbs(registry_start), p, n) };
+            if kind == "lent" {
+                registry.lend::<i64, _>(p, run).unwrap();
+            } else {
+                run();
+            }
+            registry.take::<i64>(p).unwrap()
+        }
+        "visitor" => repeat_start(Sum(0), n).unwrap().0,
+        other => {
+            eprintln!("unknown kind {other}");
+            std::process::exit(2);
+        }
+    };
+    assert_eq!(sum, n * (n - 1) / 2);
+}
