@@ -445,7 +445,7 @@ impl Registry {
     fn borrow<T: Any>(
         &self,
         ptr: *mut c_void,
-        acquire: fn(&Header, usize) -> Result<(), Blocked>,
+        acquire: impl Fn(&Header, usize) -> Result<(), Blocked>,
     ) -> Result<NonNull<Header>, Error> {
         let place = self.place(ptr)?;
         let token = thread::token();
