@@ -4,32 +4,15 @@
 //! `cargo bench --bench callbacks`. Throughput is in callbacks per second,
 //! so criterion's per-element time is the cost of one callback.
 
-use std::ffi::{c_int, c_void};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use handle_registry::traverse::{repeat_start, Visitor};
+use handle_registry::traverse::repeat_start;
 use handle_registry::{ffi, Registry};
 
-/// The baseline: what a wrapper handing C a `&mut` does.
-unsafe extern "C" fn direct_start(user_data: *mut c_void, i: c_int) {
-    // SAFETY: the bench passes a pointer to a live, unaliased i64.
-    unsafe { *user_data.cast::<i64>() += i64::from(i) }
-}
-
-/// The registry's way: resolve, type-check and borrow on every call.
-unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
-    if let Ok(mut sum) = handle_registry::restore::<i64>(user_data) {
-        *sum += i64::from(i);
-    }
-}
-
-struct Sum(i64);
-impl Visitor for Sum {
-    fn start(&mut self, i: i32) {
-        self.0 += i64::from(i);
-    }
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{direct_start, registry_start, Sum};
 
 fn per_callback(c: &mut Criterion) {
     let mut g = c.benchmark_group("per-callback");

@@ -6,28 +6,12 @@
 //! `cargo run --release --example callback_instructions -- KIND N` with KIND
 //! one of `direct`, `restore`, `lent`, `visitor`.
 
-use std::ffi::{c_int, c_void};
-
-use handle_registry::traverse::{repeat_start, Visitor};
+use handle_registry::traverse::repeat_start;
 use handle_registry::{ffi, Registry};
 
-unsafe extern "C" fn direct_start(user_data: *mut c_void, i: c_int) {
-    // SAFETY: `main` passes a pointer to a live, unaliased i64.
-    unsafe { *user_data.cast::<i64>() += i64::from(i) }
-}
-
-unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
-    if let Ok(mut sum) = handle_registry::restore::<i64>(user_data) {
-        *sum += i64::from(i);
-    }
-}
-
-struct Sum(i64);
-impl Visitor for Sum {
-    fn start(&mut self, i: i32) {
-        self.0 += i64::from(i);
-    }
-}
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::{direct_start, registry_start, Sum};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

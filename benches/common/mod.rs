@@ -1,0 +1,29 @@
+//! The callbacks that the per-callback measurements compare, shared by
+//! `benches/callbacks.rs` (times) and `examples/callback_instructions.rs`
+//! (instruction counts), so both measure the very same code.
+
+use std::ffi::{c_int, c_void};
+
+use handle_registry::traverse::Visitor;
+
+/// The baseline: what a wrapper handing C a `&mut` does.
+pub unsafe extern "C" fn direct_start(user_data: *mut c_void, i: c_int) {
+    // SAFETY: callers pass a pointer to a live, unaliased i64.
+    unsafe { *user_data.cast::<i64>() += i64::from(i) }
+}
+
+/// The registry's way: resolve, type-check and borrow on every call.
+pub unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
+    if let Ok(mut sum) = handle_registry::restore::<i64>(user_data) {
+        *sum += i64::from(i);
+    }
+}
+
+/// The `traverse::Visitor` shape, summing what `start` reports.
+pub struct Sum(pub i64);
+
+impl Visitor for Sum {
+    fn start(&mut self, i: i32) {
+        self.0 += i64::from(i);
+    }
+}
