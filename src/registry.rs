@@ -351,8 +351,9 @@ impl Registry {
         };
         // SAFETY: just removed from the slab by us.
         if unsafe { cell::orphan_or_own(cell) } {
-            // No borrower means nobody is parked for one (step 3), so there
-            // is no one to wake.
+            // No wake-up is owed: whoever parked for this cell's borrowers
+            // was woken by the last release, and waiters hold no reference
+            // to the cell, so one not yet running finds it gone (Stale).
             // SAFETY: out of the slab and not borrowed: ours alone.
             unsafe { Header::free(cell) };
         }
