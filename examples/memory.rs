@@ -1,4 +1,4 @@
-//! Bytes each live handle costs beyond the value itself, measured with a
+//! Bytes each live handle costs, the value included, measured with a
 //! counting global allocator.
 //!
 //! `cargo run --release --example memory`. `tests/memory.rs` runs the same
@@ -39,53 +39,50 @@ static ALLOCATOR: Counting = Counting;
 
 /// What one measurement found, per live handle.
 pub struct Footprint {
-    /// Bytes per handle, the value's own `size_of` not included.
-    pub overhead: f64,
-    /// Of which the registry's tables (slab entry, generation), amortised
-    /// over their spare capacity.
-    pub tables: f64,
+    /// Bytes per handle, the value included: slots, spare page capacity,
+    /// and anything the value's type boxes.
+    pub total: f64,
+    /// What each further handle costs once pages exist: the slope between
+    /// `n` and `2n` live handles.
+    pub marginal: f64,
 }
 
-/// Saves `n` values of `T` in a fresh registry and divides the bytes it
-/// took by `n`.
+/// Saves `n`, then `2n` values of `T` in a fresh registry and divides the
+/// bytes they took by their number.
 pub fn measure<T: Send + 'static>(n: usize, make: impl Fn(usize) -> T) -> Footprint {
     let registry = Registry::new();
-    let mut handles = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(2 * n);
     let before = NET_BYTES.load(Relaxed);
     for i in 0..n {
         handles.push(registry.save(make(i)));
     }
-    let total = (NET_BYTES.load(Relaxed) - before) as f64 / n as f64;
-    // One more value, removed again: what its cell alone takes.
-    let cell = {
-        let one = registry.save(make(0));
-        let with_cell = NET_BYTES.load(Relaxed);
-        registry.unref(one).unwrap();
-        (with_cell - NET_BYTES.load(Relaxed)) as f64
-    };
+    let at_n = NET_BYTES.load(Relaxed);
+    for i in n..2 * n {
+        handles.push(registry.save(make(i)));
+    }
+    let at_2n = NET_BYTES.load(Relaxed);
     for p in handles {
         registry.unref(p).unwrap();
     }
     Footprint {
-        overhead: total - std::mem::size_of::<T>() as f64,
-        tables: total - cell,
+        total: (at_n - before) as f64 / n as f64,
+        marginal: (at_2n - at_n) as f64 / n as f64,
     }
 }
 
 #[allow(dead_code)] // `tests/memory.rs` includes this file for `measure`.
 fn main() {
     const N: usize = 1_000_000;
-    println!("bytes per live handle, beyond the value's own size ({N} handles):");
+    println!("bytes per live handle, the value included ({N} handles; marginal: {N} more):");
     for (name, f) in [
         ("u64", measure(N, |i| i as u64)),
-        ("[u8; 64]", measure(N, |i| [i as u8; 64])),
+        ("[u8; 40]", measure(N, |i| [i as u8; 40])),
         ("String", measure(N, |_| String::new())),
+        ("[u8; 64] (boxed)", measure(N, |i| [i as u8; 64])),
     ] {
         println!(
-            "  {name:<24} {:5.1} B  = cell header {:4.1} B + slab entry and generation {:4.1} B",
-            f.overhead,
-            f.overhead - f.tables,
-            f.tables
+            "  {name:<18} {:6.1} B total, {:6.1} B marginal",
+            f.total, f.marginal
         );
     }
 }

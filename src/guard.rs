@@ -9,9 +9,8 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 
-use crate::cell::{Cell, Header};
+use crate::slot::Slot;
 use crate::{thread, Registry};
 
 /// Exclusive access to a saved value; derefs to `&T` and `&mut T`.
@@ -32,7 +31,9 @@ use crate::{thread, Registry};
 /// ```
 pub struct Guard<'r, T: Any + Send> {
     registry: &'r Registry,
-    cell: NonNull<Header>,
+    slot: &'r Slot,
+    /// The state word the borrow set, which the release expects.
+    locked: usize,
     /// Served by an active [`lend`](crate::lend) on this thread.
     lent: bool,
     /// `&mut T`-like, and `!Send` (the owner token is this thread's).
@@ -44,31 +45,41 @@ unsafe impl<T: Any + Send + Sync> Sync for Guard<'_, T> {}
 
 impl<'r, T: Any + Send> Guard<'r, T> {
     /// # Safety
-    /// The caller holds the exclusive borrow of `cell`, a `Cell<T>` of
-    /// `registry`; the guard takes over releasing it.
-    pub(crate) unsafe fn new(registry: &'r Registry, cell: NonNull<Header>) -> Self {
+    /// The caller holds the exclusive borrow of `slot`, a slot of
+    /// `registry` holding a `T`, that set the word `locked`; the guard
+    /// takes over releasing it.
+    #[inline]
+    pub(crate) unsafe fn new(registry: &'r Registry, slot: &'r Slot, locked: usize) -> Self {
         Guard {
             registry,
-            cell,
+            slot,
+            locked,
             lent: false,
             _marker: PhantomData,
         }
     }
 
     /// # Safety
-    /// An active lend on this thread holds the exclusive borrow of `cell`,
-    /// a `Cell<T>` of `registry`, and has marked itself in use for us.
-    pub(crate) unsafe fn lent(registry: &'r Registry, cell: NonNull<Header>) -> Self {
+    /// An active lend on this thread holds the exclusive borrow of `slot`
+    /// (a slot of `registry` holding a `T`) that set `locked`, and has
+    /// marked itself in use for us.
+    #[inline]
+    pub(crate) unsafe fn lent(registry: &'r Registry, slot: &'r Slot, locked: usize) -> Self {
         Guard {
             registry,
-            cell,
+            slot,
+            locked,
             lent: true,
             _marker: PhantomData,
         }
     }
 
-    pub(crate) fn cell(&self) -> NonNull<Header> {
-        self.cell
+    pub(crate) fn slot(&self) -> &'r Slot {
+        self.slot
+    }
+
+    pub(crate) fn locked(&self) -> usize {
+        self.locked
     }
 }
 
@@ -76,28 +87,28 @@ impl<T: Any + Send> Deref for Guard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        // SAFETY: we hold the exclusive borrow, so the cell is allocated
-        // and no one else accesses the value; `&self` limits us to sharing.
-        unsafe { Cell::<T>::value_ptr(self.cell).as_ref() }
+        // SAFETY: we hold the exclusive borrow of a slot holding a `T`, so no
+        // one else accesses the value; `&self` limits us to sharing.
+        unsafe { &*self.slot.value_ptr::<T>() }
     }
 }
 
 impl<T: Any + Send> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference.
-        unsafe { Cell::<T>::value_ptr(self.cell).as_mut() }
+        unsafe { &mut *self.slot.value_ptr::<T>() }
     }
 }
 
 impl<T: Any + Send> Drop for Guard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        if self.lent && crate::lend::give_back(self.cell) {
+        if self.lent && crate::lend::give_back(self.slot) {
             return;
         }
         // SAFETY: we hold the exclusive borrow (our own, or inherited from
         // a lend that ended before us), released exactly once here.
-        unsafe { self.registry.release_exclusive(self.cell) }
+        unsafe { self.registry.release_exclusive(self.slot, self.locked) }
     }
 }
 
@@ -131,7 +142,9 @@ impl<T: Any + Send + fmt::Debug> fmt::Debug for Guard<'_, T> {
 /// ```
 pub struct SharedGuard<'r, T: Any + Send + Sync> {
     registry: &'r Registry,
-    cell: NonNull<Header>,
+    slot: &'r Slot,
+    /// The handle, as recorded in this thread's shared-borrow list.
+    handle: usize,
     _marker: PhantomData<(&'r T, *mut ())>,
 }
 
@@ -140,13 +153,14 @@ unsafe impl<T: Any + Send + Sync> Sync for SharedGuard<'_, T> {}
 
 impl<'r, T: Any + Send + Sync> SharedGuard<'r, T> {
     /// # Safety
-    /// The caller holds a shared borrow of `cell`, a `Cell<T>` of
-    /// `registry`; the guard takes over releasing it.
-    pub(crate) unsafe fn new(registry: &'r Registry, cell: NonNull<Header>) -> Self {
-        thread::push_shared(cell.as_ptr() as usize);
+    /// The caller holds a shared borrow of `slot`, a slot of `registry`
+    /// holding a `T`, recorded for `handle` in this thread's list; the
+    /// guard takes over releasing both.
+    pub(crate) unsafe fn new(registry: &'r Registry, slot: &'r Slot, handle: usize) -> Self {
         SharedGuard {
             registry,
-            cell,
+            slot,
+            handle,
             _marker: PhantomData,
         }
     }
@@ -156,16 +170,17 @@ impl<T: Any + Send + Sync> Deref for SharedGuard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        // SAFETY: a shared borrow keeps the cell allocated and excludes
-        // every `&mut T`; other readers only hold `&T`, fine as `T: Sync`.
-        unsafe { Cell::<T>::value_ptr(self.cell).as_ref() }
+        // SAFETY: a shared borrow of a slot holding a `T` excludes every
+        // `&mut T`; other readers only hold `&T`, fine as `T: Sync`.
+        unsafe { &*self.slot.value_ptr::<T>() }
     }
 }
 
 impl<T: Any + Send + Sync> Drop for SharedGuard<'_, T> {
     fn drop(&mut self) {
+        thread::pop_shared(self.handle);
         // SAFETY: we hold one shared borrow, released exactly once here.
-        unsafe { self.registry.release_shared(self.cell) }
+        unsafe { self.registry.release_shared(self.slot) }
     }
 }
 

@@ -138,14 +138,16 @@ pub(crate) struct Decoded {
 ///
 /// `without_provenance_mut` says what this is: an integer wearing a pointer
 /// type, which must never be dereferenced.
+#[inline]
 pub(crate) fn to_ptr(raw: u64) -> *mut c_void {
     // Lossless: `Layout::NATIVE` never sets bits beyond `usize`.
     std::ptr::without_provenance_mut(raw as usize)
 }
 
 /// The integer inside a `void*` that C handed back.
+#[inline]
 pub(crate) fn from_ptr(ptr: *mut c_void) -> u64 {
-    ptr as usize as u64
+    ptr.addr() as u64
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ use std::ffi::c_void;
 use std::fmt;
 use std::panic::Location;
 
-use crate::cell;
+use std::sync::atomic::{fence, Ordering};
+
 use crate::handle::{self, Layout};
-use crate::table::Place;
+use crate::slot::{self, LIVE};
 use crate::Registry;
 
 impl Registry {
@@ -28,26 +29,29 @@ impl Registry {
     /// ```
     pub fn leak_report(&self) -> LeakReport {
         let mut entries = Vec::new();
-        for (shard_no, shard) in self.shards().iter().enumerate() {
-            let table = shard.0.read();
-            for (slot, generation, cell) in table.cells() {
-                let index = Place::index(shard_no, slot);
-                // SAFETY: live cells stay allocated while their lock is held.
-                let header = unsafe { cell::header(cell) };
-                entries.push((
-                    index,
-                    LiveEntry {
-                        handle: Layout::NATIVE.encode(index, self.id(), generation) as usize,
-                        type_name: (header.vtable.type_name)(),
-                        site: header.site,
-                    },
-                ));
+        for (index, slot) in self.pages().slots() {
+            let word = slot.state.load(Ordering::Acquire);
+            if word & LIVE == 0 {
+                continue;
+            }
+            let (vtable, site) = (slot.vtable(), slot.site());
+            // A seqlock read: keep the entry only if the slot still holds
+            // the same value.
+            fence(Ordering::Acquire);
+            if slot.state.load(Ordering::Relaxed) & !slot::BORROW_BITS != word & !slot::BORROW_BITS
+            {
+                continue;
+            }
+            if let (Some(vtable), Some(site)) = (vtable, site) {
+                let generation = slot::generation(word);
+                entries.push(LiveEntry {
+                    handle: Layout::NATIVE.encode(index, self.id(), generation) as usize,
+                    type_name: (vtable.type_name)(),
+                    site,
+                });
             }
         }
-        entries.sort_by_key(|&(index, _)| index);
-        LeakReport {
-            entries: entries.into_iter().map(|(_, e)| e).collect(),
-        }
+        LeakReport { entries }
     }
 }
 

@@ -31,10 +31,10 @@ use std::any::{Any, TypeId};
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::atomic::Ordering;
 
-use crate::cell::{self, Header, ORPHANED};
+use crate::slot::{Slot, LIVE};
 use crate::{Error, Guard, Registry};
 
 /// One active lend, living in `Registry::lend`'s stack frame.
@@ -42,7 +42,8 @@ struct Lent {
     prev: *const Lent,
     registry: *const Registry,
     handle: usize,
-    cell: NonNull<Header>,
+    slot: *const Slot,
+    locked: usize,
     type_id: TypeId,
     in_use: Cell<bool>,
 }
@@ -76,29 +77,41 @@ fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
 pub(crate) fn claim<T: Any + Send>(
     registry: &Registry,
     ptr: *mut c_void,
-) -> Option<Result<NonNull<Header>, Error>> {
+) -> Option<Result<(&Slot, usize), Error>> {
+    if TOP.try_with(Cell::get).map_or(true, |top| top.is_null()) {
+        return None;
+    }
+    claim_slow::<T>(registry, ptr)
+}
+
+#[inline(never)]
+fn claim_slow<T: Any + Send>(
+    registry: &Registry,
+    ptr: *mut c_void,
+) -> Option<Result<(&Slot, usize), Error>> {
     let lent = find(|l| ptr::eq(l.registry, registry) && l.handle == ptr as usize)?;
-    // SAFETY: the lend holds an exclusive borrow, so the cell is allocated.
-    let header = unsafe { cell::header(lent.cell) };
-    Some(if header.state.load(Ordering::Relaxed) & ORPHANED != 0 {
+    // SAFETY: slots live as long as their registry, `registry` here.
+    let slot = unsafe { &*lent.slot };
+    Some(if slot.state.load(Ordering::Relaxed) & LIVE == 0 {
+        // Unreffed during the lend: orphaned, dropped when the lend ends.
         Err(Error::Stale)
     } else if lent.type_id != TypeId::of::<T>() {
         Err(Error::WrongType {
             expected: std::any::type_name::<T>(),
-            found: (header.vtable.type_name)(),
+            found: slot.type_name(),
         })
     } else if lent.in_use.replace(true) {
         Err(Error::Busy)
     } else {
-        Ok(lent.cell)
+        Ok((slot, lent.locked))
     })
 }
 
 /// Gives a lent guard's borrow back to its lend. Returns `false` when the
 /// lend has ended: the guard then owns the real borrow and must release it.
 #[inline]
-pub(crate) fn give_back(cell: NonNull<Header>) -> bool {
-    match find(|l| l.cell == cell) {
+pub(crate) fn give_back(slot: &Slot) -> bool {
+    match find(|l| ptr::eq(l.slot, slot)) {
         Some(lent) => {
             lent.in_use.set(false);
             true
@@ -141,7 +154,8 @@ impl Registry {
             prev: TOP.with(Cell::get),
             registry: self,
             handle: ptr as usize,
-            cell: guard.cell(),
+            slot: guard.slot(),
+            locked: guard.locked(),
             type_id: TypeId::of::<T>(),
             in_use: Cell::new(false),
         };

@@ -47,18 +47,19 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod cell;
 mod error;
 pub mod ffi;
+mod free;
 mod guard;
 pub mod handle;
 mod leak;
 pub mod lend;
 mod owned;
+mod pages;
 pub mod panic;
 mod registry;
+mod slot;
 pub mod static_trampoline;
-mod table;
 mod thread;
 pub mod traverse;
 
@@ -163,14 +164,9 @@ pub fn unref(ptr: *mut c_void) -> Result<(), Error> {
 /// assert!(handle_registry::restore::<String>(p).is_err());
 /// ```
 pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
-    let carrier = panic::PanicCarrier::new();
-    carrier.catch(|| {
-        let _ = unref(ptr);
-    });
-    if let Some(payload) = carrier.take() {
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))).is_err() {
-            // Dropping the payload panicked too; it is gone either way.
-        }
+    if let Err(payload) = std::panic::catch_unwind(|| unref(ptr)) {
+        // Nobody to resume it in; its own `Drop` may panic too.
+        panic::drop_payload(payload);
     }
 }
 

@@ -81,7 +81,7 @@ impl PanicCarrier {
                     *slot = Some(payload);
                 } else {
                     drop(slot);
-                    forget_payload(payload);
+                    drop_payload(payload);
                 }
                 None
             }
@@ -147,11 +147,20 @@ pub fn message(payload: &(dyn Any + Send)) -> Option<&str> {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
-/// Drops a second panic's payload without letting its own `Drop` unwind.
-fn forget_payload(payload: Box<dyn Any + Send>) {
-    if catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
-        // A payload whose drop panics: nothing sane to do but not unwind.
+/// Drops a panic payload that has nowhere to go, without ever unwinding.
+///
+/// A payload's own `Drop` may panic, and the payload of *that* panic may
+/// panic when dropped too: each level is caught in turn. After a few levels
+/// the rest is leaked, since a chain that keeps panicking may never end.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
+    let mut payload = payload;
+    for _ in 0..8 {
+        match catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+            Ok(()) => return,
+            Err(next) => payload = next,
+        }
     }
+    std::mem::forget(payload);
 }
 
 #[cfg(test)]
@@ -171,5 +180,33 @@ mod tests {
         assert!(message(&*payload).unwrap().starts_with("thread "));
         assert!(c.take().is_none());
         assert!(c.has_panicked());
+    }
+
+    /// Panics when dropped, with a payload that panics when dropped, for
+    /// `depth` levels.
+    pub(crate) struct NestedPanic(pub u32);
+    impl Drop for NestedPanic {
+        fn drop(&mut self) {
+            if self.0 > 0 {
+                std::panic::panic_any(NestedPanic(self.0 - 1));
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_that_panic_when_dropped_never_unwind() {
+        drop_payload(Box::new(NestedPanic(3)));
+        drop_payload(Box::new(NestedPanic(100))); // leaked past the limit
+        let c = PanicCarrier::new();
+        // A second panic (the first is caught inside it) whose payload
+        // panics when dropped, two levels deep.
+        catch_unwind(AssertUnwindSafe(|| {
+            c.catch(|| {
+                c.catch(|| panic!("first"));
+                std::panic::panic_any(NestedPanic(2))
+            })
+        }))
+        .expect("catch must not unwind");
+        assert_eq!(message(&*c.take().unwrap()), Some("first"));
     }
 }

@@ -1,50 +1,39 @@
-//! The registry: a `slab` of cells behind one `parking_lot` lock.
+//! The registry: slots in pages, a free list, and the operations.
 //!
 //! # Concurrency protocol
 //!
-//! Read this before the code; everything below follows from it.
+//! Read [`slot`](crate::slot) first: every borrow, release and removal is a
+//! transition of one slot's state word, written down there with its
+//! orderings. This module adds three rules around it.
 //!
-//! 1. **A shard's lock guards lookups, never user code.** A registry is 16
-//!    shards, each a slab behind its own `RwLock`; a handle
-//!    names its shard. `save`, `take` and `unref` take that lock for
-//!    writing, `restore`/`restore_ref` for reading.
-//!    It is held only to decode a handle, check its generation and type,
-//!    and attempt one compare-exchange on the cell's borrow word (see
-//!    [`cell`](crate::cell)). Values are dropped, and guards used, with no
-//!    lock held, so code running inside a callback may save, restore, take
-//!    and unref other handles, or start a nested traversal.
-//! 2. **Borrows live in the cell, not in the table.** A cell is a separate
-//!    heap allocation, so its address outlives the lock and survives the
-//!    slab growing. A guard releases its borrow with one atomic operation.
-//! 3. **Waiting never holds a reference.** When another thread holds a
-//!    conflicting borrow, the caller takes the registry's `wait_lock`, sets
-//!    the cell's `WAITING` bit (while still under the shard's lock, so the
-//!    cell is alive), drops that lock and parks on `wake`. Releasers
-//!    that see `WAITING` take `wait_lock` and wake everyone. Woken threads
-//!    redo the whole lookup, so a value removed meanwhile answers `Stale`.
-//!    Lock order is `wait_lock` → shard; releasers hold no shard lock.
-//! 4. **Removal hands the cell over.** `unref` takes the cell out of the
-//!    slab and bumps the slot's generation under the write lock, so no new
-//!    borrow can find it. Then, lock-free: if nobody borrows it the
-//!    remover frees it; otherwise it marks it `ORPHANED` and the last
-//!    borrower frees it when its guard drops, on that guard's thread.
-//!    `take` needs the value itself, so it waits for other threads'
-//!    borrows to end (and refuses with `Busy` when the borrow is its own).
-//! 5. **A panicking `Drop` cannot corrupt anything**: by the time a value is
-//!    dropped, the table and the borrow word already say it is gone.
+//! 1. **No lock on the way to a value.** A handle is decoded, its page is
+//!    found through the fixed directory (see [`pages`](crate::pages)), and
+//!    one compare-exchange on the slot's word borrows it. Locks are taken
+//!    only by the free list (refilling or returning a batch of indices,
+//!    allocating a page) and by waiting, never while user code runs: a
+//!    guard's holder, and a value's `Drop`, may use the registry freely.
+//! 2. **Waiting never holds a reference.** A thread blocked by another
+//!    thread's borrow takes the registry's `wait_lock`, flags the word that
+//!    blocked it (`WAITING`) and parks on `wake`. Whoever clears `WAITING`
+//!    takes `wait_lock` and wakes everyone. Woken threads redo the whole
+//!    lookup, so a value removed meanwhile answers `Stale`.
+//! 3. **A value's `Drop` runs after the registry forgot it**: the slot is
+//!    vacant (or retired) before the value is dropped, and the index is
+//!    freed after, also when that `Drop` panics. A panicking `Drop` cannot
+//!    corrupt anything.
 
 use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
 use std::panic::Location;
-use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use once_cell::sync::Lazy;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
-use crate::cell::{self, Blocked, Cell, Header, EXCLUSIVE, ORPHANED, READER, WAITING};
+use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
-use crate::table::{Place, Shard, Table, SHARDS};
+use crate::pages::Pages;
+use crate::slot::{self, Slot, EXCLUSIVE, LIVE, READER, RETIRED, WAITING};
 use crate::{thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
@@ -57,7 +46,9 @@ const GLOBAL_ID: u32 = 1;
 /// crate that wraps a C library may want its own registry, so that handles
 /// from other libraries are refused with [`Error::WrongRegistry`] and its
 /// [`leak_report`](Registry::leak_report) lists only its own values: keep
-/// it in a `static`.
+/// it in a `static`. (Saves and unrefs in the global registry are a little
+/// cheaper: it keeps a per-thread cache of free slots, which a registry
+/// that can be dropped cannot.)
 ///
 /// ```
 /// use handle_registry::{Error, Registry};
@@ -73,20 +64,14 @@ const GLOBAL_ID: u32 = 1;
 /// ```
 pub struct Registry {
     id: u32,
-    shards: Box<[Shard]>,
-    /// Serialises parking, see protocol step 3.
+    /// The generation new slots start at (non-zero for a reused id).
+    base: u32,
+    pages: Pages,
+    free: FreeList,
+    /// Serialises parking, see protocol step 2.
     wait_lock: Mutex<()>,
     wake: Condvar,
 }
-
-// SAFETY: the registry owns its cells, whose values are all `Send`: moving
-// the registry to another thread moves those values, which `Send` permits.
-unsafe impl Send for Registry {}
-// SAFETY: shared use hands out `&mut T` to one thread at a time (the
-// borrow word is the lock; `T: Send` suffices, as for `Mutex<T>`), and
-// `&T` to several threads only through `restore_ref`, which requires
-// `T: Sync`. Values may be dropped on any thread, which `Send` permits.
-unsafe impl Sync for Registry {}
 
 /// Registry ids that may be handed out, with the generation they start at.
 struct IdPool {
@@ -99,15 +84,37 @@ static IDS: Mutex<IdPool> = parking_lot::const_mutex(IdPool {
     next: GLOBAL_ID + 1,
 });
 
-/// One step of an operation that may have to wait for a borrow to end.
-enum Step<R> {
-    Done(Result<R, Error>),
-    /// Blocked by another thread; `WAITING` is set (or the caller has not
-    /// tried to set it yet).
-    Park,
-    /// The borrow word moved while setting `WAITING`: try again at once.
-    Again,
+/// Which registry ids are live, one bit each, so that a handle naming no
+/// live registry is `Invalid` rather than `WrongRegistry`.
+static LIVE_IDS: [AtomicU64; 4] = [
+    AtomicU64::new(1 << GLOBAL_ID),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+fn set_live(id: u32, live: bool) {
+    let bit = 1u64 << (id % 64);
+    let word = &LIVE_IDS[id as usize / 64];
+    if live {
+        word.fetch_or(bit, Ordering::Relaxed);
+    } else {
+        word.fetch_and(!bit, Ordering::Relaxed);
+    }
 }
+
+fn is_live(id: u32) -> bool {
+    LIVE_IDS[id as usize / 64].load(Ordering::Relaxed) & (1 << (id % 64)) != 0
+}
+
+/// What a borrow asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Exclusive,
+    Shared,
+}
+
+static GLOBAL: Registry = Registry::with_id(GLOBAL_ID, 0);
 
 impl Registry {
     /// The process-wide registry used by [`save`](crate::save),
@@ -122,7 +129,6 @@ impl Registry {
     /// ```
     #[inline]
     pub fn global() -> &'static Registry {
-        static GLOBAL: Lazy<Registry> = Lazy::new(|| Registry::with_id(GLOBAL_ID, 0));
         &GLOBAL
     }
 
@@ -167,18 +173,23 @@ impl Registry {
                 return Err(Error::TooManyRegistries);
             }
         };
+        set_live(id, true);
         Ok(Registry::with_id(id, base))
     }
 
-    fn with_id(id: u32, base: u32) -> Registry {
+    const fn with_id(id: u32, base: u32) -> Registry {
         Registry {
             id,
-            shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(Table::new(base))))
-                .collect(),
-            wait_lock: Mutex::new(()),
+            base,
+            pages: Pages::new(),
+            free: FreeList::new(),
+            wait_lock: parking_lot::const_mutex(()),
             wake: Condvar::new(),
         }
+    }
+
+    fn is_global(&self) -> bool {
+        std::ptr::eq(self, &GLOBAL)
     }
 
     /// Moves `value` into the registry and returns its handle, never NULL.
@@ -188,8 +199,7 @@ impl Registry {
     ///
     /// # Panics
     ///
-    /// When no shard has an index left: about 16.7 million live values in
-    /// this registry (65 534 on 32-bit targets); see [`handle`](crate::handle).
+    /// When the registry is full (see [`try_save`](Registry::try_save)).
     /// The value is dropped first.
     ///
     /// ```
@@ -200,26 +210,73 @@ impl Registry {
     /// # r.unref(p).unwrap();
     /// ```
     #[track_caller]
+    #[inline]
     pub fn save<T: Any + Send>(&self, value: T) -> *mut c_void {
-        let cell = Cell::allocate(value, Location::caller());
-        let first = thread::next_shard();
-        for step in 0..SHARDS {
-            let shard = (first + step) % SHARDS;
-            if let Some((index, generation)) = self.shards[shard].0.write().insert(cell, shard) {
-                return handle::to_ptr(LAYOUT.encode(index, self.id, generation));
+        match self.try_save(value) {
+            Ok(p) => p,
+            Err((e, value)) => {
+                drop(value);
+                panic!("handle_registry: {e}")
             }
         }
-        // SAFETY: the cell was never published; we own it.
-        unsafe { Header::free(cell) };
-        panic!("handle_registry: {}", Error::Full)
+    }
+
+    /// Like [`save`](Registry::save), but a full registry is an error that
+    /// gives the value back: [`Error::Full`] when every index the handle
+    /// layout can express is live or retired (about 16.7 million live
+    /// values on 64-bit targets, 65 534 on 32-bit; see
+    /// [`handle`](crate::handle)).
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.try_save(5u8).unwrap();
+    /// assert_eq!(r.take::<u8>(p), Ok(5));
+    /// ```
+    #[track_caller]
+    #[inline]
+    pub fn try_save<T: Any + Send>(&self, value: T) -> Result<*mut c_void, (Error, T)> {
+        let index = match self.alloc_index() {
+            Ok(index) => index,
+            Err(e) => return Err((e, value)),
+        };
+        let slot = self
+            .pages
+            .get(index)
+            .expect("a handed-out index has a page");
+        // SAFETY: the index came from the free list: the slot is vacant and
+        // ours until the handle is published, which `fill` does last.
+        let generation = unsafe { slot.fill(value, Location::caller()) };
+        Ok(handle::to_ptr(LAYOUT.encode(index, self.id, generation)))
+    }
+
+    #[inline]
+    fn alloc_index(&self) -> Result<usize, Error> {
+        if self.is_global() {
+            free::pop_global(&self.free, &self.pages)
+        } else {
+            self.free.pop(&self.pages, self.base)
+        }
+    }
+
+    #[inline]
+    fn free_index(&self, index: usize) {
+        if self.is_global() {
+            free::push_global(&self.free, index)
+        } else {
+            self.free.push(index)
+        }
+    }
+
+    pub(crate) fn free_list(&self) -> &FreeList {
+        &self.free
     }
 
     /// Borrows the value exclusively, for reading and writing.
     ///
     /// If another thread holds a borrow of the same handle, this waits for
     /// it to end. If this thread does, it fails with [`Error::Busy`].
-    /// Inside [`lend`](Registry::lend) on this thread it is served without
-    /// locking.
+    /// Inside [`lend`](Registry::lend) on this thread it is served from the
+    /// lend.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
@@ -232,18 +289,11 @@ impl Registry {
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
             // SAFETY: the lend holds the borrow and marked itself in use.
-            return lent.map(|cell| unsafe { Guard::lent(self, cell) });
+            return lent.map(|(slot, locked)| unsafe { Guard::lent(self, slot, locked) });
         }
-        self.restore_locked(ptr)
-    }
-
-    /// `restore` outside a lend: through the shard's lock.
-    #[inline(never)]
-    fn restore_locked<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
-        let cell = self.borrow::<T>(ptr, Header::try_exclusive)?;
-        // SAFETY: we hold the exclusive borrow of a `Cell<T>` (type checked
-        // in `find`) of this registry.
-        Ok(unsafe { Guard::new(self, cell) })
+        let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
+        // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
+        Ok(unsafe { Guard::new(self, slot, locked) })
     }
 
     /// Borrows the value shared, for reading, alongside other readers.
@@ -269,15 +319,17 @@ impl Registry {
         &self,
         ptr: *mut c_void,
     ) -> Result<SharedGuard<'_, T>, Error> {
-        if !thread::can_track_shared() {
-            // Called from a thread-local destructor after this thread's
-            // borrow list is gone: an untracked shared borrow could make a
-            // later exclusive request on this thread wait for itself.
+        let (slot, _) = self.borrow::<T>(ptr, Mode::Shared)?;
+        if !thread::push_shared(ptr as usize) {
+            // Thread-local teardown took the list: an unrecorded shared
+            // borrow could make a later exclusive request here wait for
+            // itself, so refuse.
+            // SAFETY: we took this shared borrow just above.
+            unsafe { self.release_shared(slot) };
             return Err(Error::Busy);
         }
-        let cell = self.borrow::<T>(ptr, Header::try_shared)?;
-        // SAFETY: we hold a shared borrow of a `Cell<T>` of this registry.
-        Ok(unsafe { SharedGuard::new(self, cell) })
+        // SAFETY: we hold a shared borrow of a slot holding a `T`.
+        Ok(unsafe { SharedGuard::new(self, slot, ptr as usize) })
     }
 
     /// Removes the value and returns it. The handle is stale from now on.
@@ -295,33 +347,37 @@ impl Registry {
     /// assert_eq!(r.take::<Vec<char>>(p), Err(Error::Stale));
     /// ```
     pub fn take<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
-        let place = self.place(ptr)?;
-        let token = thread::token();
-        let cell = self.run(|park| {
-            let mut table = self.shard(place).write();
-            let cell = match table.find::<T>(place) {
-                Ok(c) => c,
-                Err(e) => return Step::Done(Err(e)),
-            };
-            // SAFETY: the cell is in the slab and we hold its shard's lock.
-            let header = unsafe { cell::header(cell) };
-            match header.try_exclusive(token) {
-                Ok(()) => {
-                    table.remove(place.slot);
-                    Step::Done(Ok(cell))
-                }
-                Err(blocked) => blocked_step(header, blocked, park),
+        let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
+        // Excl(g, me) -> Vacant(g + 1) or Retired. A waiter may have
+        // flagged the word, or an unref orphaned it, since we borrowed.
+        let mut seen = locked;
+        let vacant = loop {
+            if seen & LIVE == 0 {
+                // Unreffed while we held it: the value is the unref's to
+                // drop, which our release now does.
+                // SAFETY: we hold the exclusive borrow that set `locked`.
+                unsafe { self.release_exclusive(slot, locked) };
+                return Err(Error::Stale);
             }
-        })?;
-        // We hold the only borrow of a cell nobody can find any more.
-        // SAFETY: we hold its exclusive borrow.
-        let before = unsafe { cell::release_exclusive(cell) };
-        if before & WAITING != 0 {
+            let vacant = slot::removed(slot::unborrowed(seen), LAYOUT.max_generation());
+            match slot
+                .state
+                .compare_exchange(seen, vacant, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break vacant,
+                Err(now) => seen = now,
+            }
+        };
+        if seen & WAITING != 0 {
             self.wake_waiters();
         }
-        // SAFETY: we own the cell (out of the slab, no borrows), and `find`
-        // checked that it holds a `T`.
-        Ok(unsafe { Cell::<T>::into_value(cell) })
+        // SAFETY: the slot is vacant (or retired) by our hand, out of every
+        // lookup's reach, and holds a `T` (checked by `borrow`).
+        let value = unsafe { slot.move_out::<T>() };
+        if vacant & RETIRED == 0 {
+            self.free_index(index_of(ptr));
+        }
+        Ok(value)
     }
 
     /// Removes the value and drops it. The handle is stale from now on.
@@ -342,22 +398,27 @@ impl Registry {
     /// assert_eq!(r.unref(p), Err(Error::Stale));
     /// ```
     pub fn unref(&self, ptr: *mut c_void) -> Result<(), Error> {
-        let place = self.place(ptr)?;
-        let cell = {
-            let mut table = self.shard(place).write();
-            let cell = table.find_any(place)?;
-            table.remove(place.slot);
-            cell
-        };
-        // SAFETY: just removed from the slab by us.
-        if unsafe { cell::orphan_or_own(cell) } {
-            // No wake-up is owed: whoever parked for this cell's borrowers
-            // was woken by the last release, and waiters hold no reference
-            // to the cell, so one not yet running finds it gone (Stale).
-            // SAFETY: out of the slab and not borrowed: ours alone.
-            unsafe { Header::free(cell) };
+        let (slot, generation) = self.lookup(ptr)?;
+        let mut seen = slot::at(generation) | LIVE;
+        loop {
+            if slot::generation(seen) != generation || seen & LIVE == 0 {
+                return Err(self.refusal(ptr, seen, generation));
+            }
+            let new = slot::removed(seen, LAYOUT.max_generation());
+            match slot
+                .state
+                .compare_exchange(seen, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) if slot::is_borrowed(seen) => return Ok(()), // orphaned
+                Ok(_) => {
+                    // SAFETY: we made the slot vacant (or retired); its value
+                    // is ours to drop, and the index ours to free.
+                    unsafe { self.dispose(slot, index_of(ptr), new) };
+                    return Ok(());
+                }
+                Err(now) => seen = now,
+            }
         }
-        Ok(())
     }
 
     /// Whether `ptr` names a live `T` in this registry, without borrowing
@@ -374,12 +435,36 @@ impl Registry {
     /// r.unref(p).unwrap();
     /// assert_eq!(r.check::<u8>(p), Err(Error::Stale));
     /// ```
-    pub fn check<T: Any>(&self, ptr: *mut c_void) -> Result<(), Error> {
-        let place = self.place(ptr)?;
-        self.shard(place).read().find::<T>(place).map(drop)
+    pub fn check<T: Any + Send>(&self, ptr: *mut c_void) -> Result<(), Error> {
+        let (slot, generation) = self.lookup(ptr)?;
+        loop {
+            let seen = slot.state.load(Ordering::Acquire);
+            if slot::generation(seen) != generation || seen & LIVE == 0 {
+                return Err(self.refusal(ptr, seen, generation));
+            }
+            let holds = slot.holds::<T>();
+            let found = slot.type_name();
+            // A seqlock read: the type is this value's only if the word did
+            // not move meanwhile.
+            fence(Ordering::Acquire);
+            let again = slot.state.load(Ordering::Relaxed);
+            if slot::generation(again) == generation && again & LIVE != 0 {
+                return if holds {
+                    Ok(())
+                } else {
+                    Err(Error::WrongType {
+                        expected: std::any::type_name::<T>(),
+                        found,
+                    })
+                };
+            }
+        }
     }
 
     /// How many values are live (saved and not yet taken or unreffed).
+    ///
+    /// It counts the slots, so it costs time in proportion to the most
+    /// values ever live at once: use it for diagnostics, not in a loop.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
@@ -389,7 +474,10 @@ impl Registry {
     /// assert_eq!(r.len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().live()).sum()
+        self.pages
+            .slots()
+            .filter(|(_, s)| s.state.load(Ordering::Relaxed) & LIVE != 0)
+            .count()
     }
 
     /// Whether no value is live.
@@ -420,65 +508,153 @@ impl Registry {
         self.id
     }
 
-    pub(crate) fn shards(&self) -> &[Shard] {
-        &self.shards
+    pub(crate) fn pages(&self) -> &Pages {
+        &self.pages
     }
 
-    /// Decodes `ptr` and checks it names this registry.
+    /// Decodes `ptr` and finds its slot; returns it with the handle's
+    /// generation. Touches no memory but the directory and the slot.
     #[inline]
-    fn place(&self, ptr: *mut c_void) -> Result<Place, Error> {
+    fn lookup(&self, ptr: *mut c_void) -> Result<(&Slot, u32), Error> {
         let decoded = LAYOUT.decode(handle::from_ptr(ptr))?;
         if decoded.registry != self.id {
-            return Err(Error::WrongRegistry);
+            return Err(if is_live(decoded.registry) {
+                Error::WrongRegistry
+            } else {
+                Error::Invalid
+            });
         }
-        Ok(Place::of(decoded))
+        match self.pages.get(decoded.index) {
+            Some(slot) => Ok((slot, decoded.generation)),
+            None => Err(Error::Invalid),
+        }
     }
 
-    #[inline]
-    fn shard(&self, place: Place) -> &RwLock<Table> {
-        &self.shards[place.shard].0
+    /// Why a handle of generation `generation` does not match the word
+    /// `seen` of its slot, when the slot holds no value of that generation.
+    #[cold]
+    fn refusal(&self, _ptr: *mut c_void, seen: usize, generation: u32) -> Error {
+        let current = slot::generation(seen);
+        if generation < current || (generation == current && seen & RETIRED != 0) {
+            Error::Stale
+        } else {
+            // A newer generation, or the current one not issued yet.
+            Error::Invalid
+        }
     }
 
-    /// Finds the `T` that `ptr` names and takes a borrow of it with
-    /// `acquire` (exclusive or shared), waiting while another thread holds
-    /// a conflicting one.
+    /// Finds the `T` that `ptr` names and borrows it, waiting while another
+    /// thread holds a conflicting borrow. Returns the slot and the word the
+    /// borrow set.
     #[inline]
-    fn borrow<T: Any>(
-        &self,
-        ptr: *mut c_void,
-        acquire: impl Fn(&Header, usize) -> Result<(), Blocked>,
-    ) -> Result<NonNull<Header>, Error> {
-        let place = self.place(ptr)?;
-        let token = thread::token();
-        self.run(|park| {
-            let table = self.shard(place).read();
-            let cell = match table.find::<T>(place) {
-                Ok(c) => c,
-                Err(e) => return Step::Done(Err(e)),
+    fn borrow<T: Any + Send>(&self, ptr: *mut c_void, mode: Mode) -> Result<(&Slot, usize), Error> {
+        let (slot, generation) = self.lookup(ptr)?;
+        let free = slot::at(generation) | LIVE;
+        let locked = match mode {
+            Mode::Exclusive => match thread::id() {
+                Some(id) => slot::exclusive(generation, id),
+                None => return Err(Error::Busy),
+            },
+            Mode::Shared => free | READER,
+        };
+        let locked =
+            match slot
+                .state
+                .compare_exchange(free, locked, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => locked,
+                Err(seen) => self.borrow_slow(ptr, slot, generation, mode, locked, seen)?,
             };
-            // SAFETY: the cell is in the slab and we hold its shard's lock.
-            let header = unsafe { cell::header(cell) };
-            match acquire(header, token) {
-                Ok(()) => Step::Done(Ok(cell)),
-                Err(blocked) => blocked_step(header, blocked, park),
+        if slot.holds::<T>() {
+            return Ok((slot, locked));
+        }
+        let found = slot.type_name();
+        // SAFETY: we hold the borrow just taken.
+        unsafe {
+            match mode {
+                Mode::Exclusive => self.release_exclusive(slot, locked),
+                Mode::Shared => self.release_shared(slot),
             }
+        }
+        Err(Error::WrongType {
+            expected: std::any::type_name::<T>(),
+            found,
         })
     }
 
-    /// Runs `attempt` until it is done, parking between tries when another
-    /// thread holds a conflicting borrow (protocol step 3). The first try
-    /// takes no wait lock: that is the fast path.
-    fn run<R>(&self, mut attempt: impl FnMut(bool) -> Step<R>) -> Result<R, Error> {
-        if let Step::Done(result) = attempt(false) {
-            return result;
-        }
-        let mut waiting = self.wait_lock.lock();
+    /// The borrow's first exchange failed on `seen`: classify, retry, or
+    /// wait (protocol step 2).
+    #[cold]
+    #[inline(never)]
+    fn borrow_slow(
+        &self,
+        ptr: *mut c_void,
+        slot: &Slot,
+        generation: u32,
+        mode: Mode,
+        exclusive_word: usize,
+        mut seen: usize,
+    ) -> Result<usize, Error> {
+        let mut waiting = None;
         loop {
-            match attempt(true) {
-                Step::Done(result) => return result,
-                Step::Again => {}
-                Step::Park => self.wake.wait(&mut waiting),
+            if slot::generation(seen) != generation || seen & LIVE == 0 {
+                return Err(self.refusal(ptr, seen, generation));
             }
+            let readers = if seen & EXCLUSIVE != 0 {
+                0
+            } else {
+                slot::borrow(seen)
+            };
+            let attempt = match mode {
+                Mode::Exclusive if !slot::is_borrowed(seen) => {
+                    Some(exclusive_word | (seen & WAITING))
+                }
+                Mode::Shared if seen & EXCLUSIVE == 0 && readers < slot::MAX_BORROW => {
+                    Some(seen + READER)
+                }
+                _ => None,
+            };
+            if let Some(new) = attempt {
+                match slot
+                    .state
+                    .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => return Ok(new),
+                    Err(now) => {
+                        seen = now;
+                        continue;
+                    }
+                }
+            }
+            // Blocked by `seen` itself (never a fresh load: we may park on it).
+            let mine = if seen & EXCLUSIVE != 0 {
+                Some(slot::borrow(seen)) == thread::id()
+            } else if readers == slot::MAX_BORROW && mode == Mode::Shared {
+                true // the count would overflow: refuse, as for a conflict
+            } else {
+                thread::may_hold_shared(ptr as usize)
+            };
+            if mine {
+                return Err(Error::Busy);
+            }
+            let Some(guard) = waiting.as_mut() else {
+                waiting = Some(self.wait_lock.lock());
+                seen = slot.state.load(Ordering::Relaxed);
+                continue;
+            };
+            if seen & WAITING == 0 {
+                if let Err(now) = slot.state.compare_exchange(
+                    seen,
+                    seen | WAITING,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    seen = now;
+                    continue;
+                }
+            }
+            self.wake.wait(guard);
+            seen = slot.state.load(Ordering::Relaxed);
         }
     }
 
@@ -488,98 +664,161 @@ impl Registry {
         self.wake.notify_all();
     }
 
-    /// Ends an exclusive borrow taken by [`restore`](Registry::restore).
+    /// Ends an exclusive borrow that set the word `locked`.
     ///
     /// # Safety
-    /// The caller holds the exclusive borrow of `cell`, a cell of `self`.
+    /// The caller holds that exclusive borrow of `slot`, a slot of `self`.
     #[inline]
-    pub(crate) unsafe fn release_exclusive(&self, cell: NonNull<Header>) {
-        // SAFETY: the caller holds the exclusive borrow.
-        let before = unsafe { cell::release_exclusive(cell) };
-        // From here on the cell may be freed by a remover: only `before` is used.
-        if before & WAITING != 0 {
-            self.wake_waiters();
-        }
-        if cell::last_out_of_orphan(before, true) {
-            // Our `swap` read the remover's `ORPHANED` write; acquire it
-            // (and everything before it) before freeing the memory it wrote.
-            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-            // SAFETY: the remover handed the cell over and ours was the
-            // last borrow.
-            unsafe { Header::free(cell) };
+    pub(crate) unsafe fn release_exclusive(&self, slot: &Slot, locked: usize) {
+        if slot
+            .state
+            .compare_exchange(
+                locked,
+                slot::unborrowed(locked),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            // SAFETY: per the caller.
+            unsafe { self.release_slow(slot, Mode::Exclusive) }
         }
     }
 
-    /// Ends a shared borrow taken by [`restore_ref`](Registry::restore_ref).
+    /// Ends one shared borrow.
     ///
     /// # Safety
-    /// The caller holds a shared borrow of `cell`, a cell of `self`.
+    /// The caller holds a shared borrow of `slot`, a slot of `self`.
     #[inline]
-    pub(crate) unsafe fn release_shared(&self, cell: NonNull<Header>) {
-        thread::pop_shared(cell.as_ptr() as usize);
-        // SAFETY: the caller holds a shared borrow.
-        let before = unsafe { cell::release_shared(cell) };
-        // From here on the cell may be freed by a remover: only `before` is used.
-        let last = before & !(EXCLUSIVE | WAITING | ORPHANED) == READER;
-        if last && before & WAITING != 0 {
-            self.wake_waiters();
+    pub(crate) unsafe fn release_shared(&self, slot: &Slot) {
+        // SAFETY: per the caller.
+        unsafe { self.release_slow(slot, Mode::Shared) }
+    }
+
+    /// Ends a borrow whose word may carry more than the borrow: `WAITING`
+    /// to clear (and wake), or an orphan to dispose of (transition 3).
+    ///
+    /// # Safety
+    /// As for the two callers.
+    unsafe fn release_slow(&self, slot: &Slot, mode: Mode) {
+        let mut seen = slot.state.load(Ordering::Relaxed);
+        loop {
+            let mut new = match mode {
+                Mode::Exclusive => slot::unborrowed(seen) | (seen & WAITING),
+                Mode::Shared => seen - READER,
+            };
+            let last = !slot::is_borrowed(new);
+            if last {
+                new &= !WAITING;
+            }
+            let orphan_done = last && seen & LIVE == 0;
+            // The last borrower of an orphan acquires the other borrowers'
+            // releases before it drops the value.
+            let order = if orphan_done {
+                Ordering::AcqRel
+            } else {
+                Ordering::Release
+            };
+            match slot
+                .state
+                .compare_exchange(seen, new, order, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if last && seen & WAITING != 0 {
+                        self.wake_waiters();
+                    }
+                    if orphan_done {
+                        // SAFETY: ours was the orphan's last borrow: the slot
+                        // is now vacant (or retired) and its value ours.
+                        unsafe { self.dispose(slot, self.index_of_slot(slot), new) };
+                    }
+                    return;
+                }
+                Err(now) => seen = now,
+            }
         }
-        if last && cell::last_out_of_orphan(before, false) {
-            // Acquire the remover's `ORPHANED` write and the other readers'
-            // releases (one release sequence on the borrow word) before
-            // freeing.
-            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-            // SAFETY: handed over by the remover; ours was the last borrow.
-            unsafe { Header::free(cell) };
+    }
+
+    /// Drops the value of a slot made vacant (or retired) by the caller,
+    /// then frees its index unless retired, also when the drop panics.
+    ///
+    /// # Safety
+    /// The caller made the slot vacant or retired with word `now`, and the
+    /// value in it is not yet dropped.
+    unsafe fn dispose(&self, slot: &Slot, index: usize, now: usize) {
+        struct FreeOnExit<'a>(&'a Registry, usize, bool);
+        impl Drop for FreeOnExit<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    self.0.free_index(self.1);
+                }
+            }
         }
+        let _free = FreeOnExit(self, index, now & RETIRED == 0);
+        // SAFETY: per the caller.
+        unsafe { slot.drop_value() }
+    }
+
+    /// The index of one of our slots (the slow path of an orphan's release,
+    /// which has no handle at hand).
+    #[cold]
+    fn index_of_slot(&self, slot: &Slot) -> usize {
+        self.pages
+            .index_of(slot)
+            .expect("a borrowed slot belongs to its registry")
     }
 
     #[cfg(test)]
     pub(crate) fn set_generation(&self, ptr: *mut c_void, generation: u32) -> *mut c_void {
-        let place = self.place(ptr).unwrap();
-        self.shard(place)
-            .write()
-            .set_generation(place.slot, generation);
-        let index = Place::index(place.shard, place.slot);
-        handle::to_ptr(LAYOUT.encode(index, self.id, generation))
+        let (slot, _) = self.lookup(ptr).unwrap();
+        slot.state
+            .store(slot::at(generation) | LIVE, Ordering::Relaxed);
+        handle::to_ptr(LAYOUT.encode(index_of(ptr), self.id, generation))
     }
 }
 
-/// What a blocked attempt should do next.
-fn blocked_step<R>(header: &Header, blocked: Blocked, park: bool) -> Step<R> {
-    match blocked {
-        Blocked::ByThisThread => Step::Done(Err(Error::Busy)),
-        Blocked::ByOther(_) if !park => Step::Park,
-        Blocked::ByOther(seen) if header.set_waiting(seen) => Step::Park,
-        Blocked::ByOther(_) => Step::Again,
-    }
+/// The slot index of a handle already decoded once.
+#[inline]
+fn index_of(ptr: *mut c_void) -> usize {
+    LAYOUT
+        .decode(handle::from_ptr(ptr))
+        .expect("decoded before")
+        .index
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        // No guard can outlive `&self`, so every cell is unborrowed and ours.
+        // No guard can outlive `&self`, so every value is ours: live ones,
+        // and orphans of guards that were forgotten.
         let mut panic = None;
-        let mut next_base = 0;
-        for shard in self.shards.iter_mut() {
-            let table = shard.0.get_mut();
-            next_base = next_base.max(table.next_base());
-            for cell in table.drain() {
+        let mut next_base = u64::from(self.base);
+        for (_, slot) in self.pages.slots() {
+            let word = slot.state.load(Ordering::Acquire);
+            next_base = next_base.max(u64::from(slot::generation(word)) + 1);
+            if word & LIVE != 0 || slot::is_borrowed(word) {
                 // SAFETY: owned, see above. Keep dropping the rest if one
-                // value's `Drop` panics, then resume the first panic.
+                // value's `Drop` panics.
                 let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                    Header::free(cell)
+                    slot.drop_value()
                 }));
                 if let Err(payload) = dropped {
                     panic.get_or_insert(payload);
                 }
             }
         }
+        set_live(self.id, false);
         // The id may serve again, with generations past every one issued.
-        if self.id != GLOBAL_ID && next_base <= u64::from(LAYOUT.max_generation()) {
+        if next_base <= u64::from(LAYOUT.max_generation()) {
             IDS.lock().free.push((self.id, next_base as u32));
         }
         if let Some(payload) = panic {
-            std::panic::resume_unwind(payload);
+            if std::thread::panicking() {
+                // Resuming now would abort the process: a value's panic
+                // while the thread already unwinds is dropped instead.
+                crate::panic::drop_payload(payload);
+            } else {
+                std::panic::resume_unwind(payload);
+            }
         }
     }
 }

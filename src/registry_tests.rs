@@ -2,7 +2,6 @@
 //! Rust and run under Miri too.
 
 use super::*;
-use crate::table::SHARDS;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 
@@ -60,7 +59,11 @@ fn every_bad_handle_has_its_error() {
     };
     assert_eq!(r.check::<u8>(std::ptr::null_mut()), Err(Error::Null));
     // An index never used.
-    assert_eq!(r.check::<u8>(forge(d.index + 5, 0)), Err(Error::Invalid));
+    assert_eq!(
+        r.check::<u8>(forge(d.index + 5, d.generation)),
+        Err(Error::Invalid)
+    );
+    assert_eq!(r.check::<u8>(forge(1 << 20, 0)), Err(Error::Invalid));
     // A generation the slot has not reached yet.
     assert_eq!(
         r.check::<u8>(forge(d.index, d.generation + 1)),
@@ -94,8 +97,8 @@ fn a_stale_handle_never_reaches_the_slots_next_value() {
     let old = r.save(1u32);
     let o = LAYOUT.decode(handle::from_ptr(old)).unwrap();
     r.unref(old).unwrap();
-    // Saves go round the shards; one of the next few reuses the old slot.
-    let fresh: Vec<_> = (0..SHARDS as u32).map(|i| r.save(i)).collect();
+    // The most recently freed index is the next one handed out.
+    let fresh: Vec<_> = (0..4u32).map(|i| r.save(i)).collect();
     let reused = fresh
         .iter()
         .map(|&p| (p, LAYOUT.decode(handle::from_ptr(p)).unwrap()))
@@ -110,18 +113,22 @@ fn a_stale_handle_never_reaches_the_slots_next_value() {
 }
 
 #[test]
-fn saves_from_one_thread_spread_over_the_shards() {
-    let r = Registry::new();
-    let handles: Vec<_> = (0..SHARDS).map(|i| r.save(i)).collect();
-    let mut shards: Vec<_> = handles
-        .iter()
-        .map(|&p| LAYOUT.decode(handle::from_ptr(p)).unwrap().index % SHARDS)
-        .collect();
-    shards.sort();
-    shards.dedup();
-    assert_eq!(shards.len(), SHARDS);
-    for p in handles {
-        r.unref(p).unwrap();
+fn handles_saved_back_to_back_never_share_a_line_pair() {
+    for r in [&Registry::new(), Registry::global()] {
+        let handles: Vec<_> = (0..8).map(|i| r.save(i)).collect();
+        let slots: Vec<usize> = handles
+            .iter()
+            .map(|&p| {
+                let (slot, _) = r.lookup(p).unwrap();
+                slot as *const Slot as usize
+            })
+            .collect();
+        for pair in slots.windows(2) {
+            assert!(pair[0].abs_diff(pair[1]) >= 128, "{slots:x?}");
+        }
+        for p in handles {
+            r.unref(p).unwrap();
+        }
     }
 }
 
@@ -482,6 +489,41 @@ fn restore_ref_from_a_thread_local_destructor_never_leaks_a_borrow() {
 }
 
 #[test]
-fn tokens_leave_the_flag_bits_free() {
-    assert_eq!(thread::token() & 0b111, 0);
+fn a_stack_or_heap_address_is_invalid_not_another_registry() {
+    let local = 0u64;
+    let boxed = Box::new(0u64);
+    for p in [
+        &local as *const u64 as *mut c_void,
+        &*boxed as *const u64 as *mut c_void,
+    ] {
+        let p = handle::to_ptr(handle::from_ptr(p));
+        match LAYOUT.decode(handle::from_ptr(p)) {
+            Ok(d) if is_live(d.registry) => {} // another test's registry: any error
+            _ => assert_eq!(crate::restore::<u64>(p).err(), Some(Error::Invalid)),
+        }
+        assert!(crate::unref(p).is_err());
+    }
+    let nobody = handle::to_ptr(LAYOUT.encode(0, LAYOUT.max_registry(), 0));
+    assert_eq!(crate::unref(nobody), Err(Error::Invalid));
+    let r = Registry::new();
+    let p = r.save(1u8);
+    assert_eq!(crate::unref(p), Err(Error::WrongRegistry));
+    r.unref(p).unwrap();
+    let id = r.id();
+    drop(r);
+    // Its registry is gone: the handle names no live registry.
+    if Registry::new().id() != id {
+        assert_eq!(crate::unref(p), Err(Error::Invalid));
+    }
+}
+
+#[test]
+fn try_save_returns_full_with_the_value() {
+    assert_eq!(
+        Error::Full.to_string(),
+        "registry is full: no handle index left"
+    );
+    let r = Registry::new();
+    let p = r.try_save(String::from("x")).unwrap();
+    assert_eq!(r.take::<String>(p).unwrap(), "x");
 }

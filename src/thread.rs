@@ -1,76 +1,154 @@
-//! Per-thread bookkeeping that lets a thread recognise its own borrows.
+//! Per-thread facts the registry needs to tell "mine" from "another's".
 //!
 //! Waiting for a borrow held by another thread is correct; waiting for one
-//! held by the *same* thread never ends. Exclusive borrows record their
-//! owner in the cell (see [`cell`](crate::cell)); shared borrows cannot, as
-//! there may be many, so each thread keeps the short list of cells it reads.
+//! held by the *same* thread never ends. So an exclusive borrow records a
+//! small **owner id** in the slot's state word (see [`slot`](crate::slot)),
+//! and each thread remembers which handles it holds **shared** borrows of
+//! (there may be many readers, so the slot cannot name them).
+//!
+//! Both survive thread-local teardown, because a value's `Drop` or a
+//! guard stored in a thread-local may use the registry while the thread's
+//! other thread-locals are being destroyed, in an order the caller
+//! controls:
+//!
+//! * The owner id lives in a `const` thread-local without a destructor,
+//!   so it stays readable to the end. A second thread-local gives the id
+//!   back to the pool when it is destroyed; the thread keeps using it for
+//!   the rest of its teardown, so a new thread may briefly share it. Two
+//!   threads sharing an id can only get [`Busy`](crate::Error::Busy) where
+//!   one should have waited, never a wait for themselves.
+//! * The shared-borrow list keeps its first [`INLINE`] entries in a
+//!   destructor-free thread-local and spills the rest to a vector. If the
+//!   vector is destroyed while it still lists borrows, the thread can no
+//!   longer prove a reader is not itself, and answers `Busy` instead of
+//!   waiting (never a deadlock); a `restore_ref` that cannot record its
+//!   borrow is refused with `Busy`.
+//! * Entries are handle values, which are unique for the life of the
+//!   process (generations never repeat in a slot, and a reused registry id
+//!   starts past its predecessor's generations), so an entry left behind by
+//!   a forgotten guard can only ever match that same, still-borrowed handle.
 
 use std::cell::{Cell, RefCell};
 
-/// Only its address matters: unique among live threads, and 8-aligned on
-/// every target (a `u64` is only 4-aligned on 32-bit x86), so the low bits
-/// of the borrow word stay free for flags. Not zero-sized, so that each
-/// thread's has an address of its own; no destructor, so it stays usable
-/// while other thread-locals are destroyed.
-#[repr(align(8))]
-struct Token(#[allow(dead_code)] u8);
+use parking_lot::Mutex;
+use slab::Slab;
+
+use crate::slot::MAX_BORROW;
+
+/// Owner ids in use: slab key + 1 (0 means "none yet").
+static IDS: Mutex<Slab<()>> = parking_lot::const_mutex(Slab::new());
+
+/// Shared borrows recorded without touching the heap.
+const INLINE: usize = 8;
+
+/// Gives the owner id back when the thread's thread-locals are destroyed.
+struct Lease;
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let id = ID.with(Cell::get);
+        if id != 0 && id != EXHAUSTED {
+            IDS.lock().remove(id - 1);
+        }
+    }
+}
+
+/// The spilled shared-borrow entries.
+struct Spill(RefCell<Vec<usize>>);
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        if !self.0.get_mut().is_empty() {
+            SPILL_LOST.with(|lost| lost.set(true));
+        }
+    }
+}
+
+/// The id of a thread that found no id free (more live threads than the
+/// borrow field counts; only conceivable on 32-bit targets).
+const EXHAUSTED: usize = usize::MAX;
 
 thread_local! {
-    static TOKEN: Token = const { Token(0) };
-    static SHARED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-    static SHARD_CURSOR: Cell<usize> = const { Cell::new(0) };
+    static ID: Cell<usize> = const { Cell::new(0) };
+    static LEASE: Lease = const { Lease };
+    static SHARED: [Cell<usize>; INLINE] = const { [const { Cell::new(0) }; INLINE] };
+    static SPILL: Spill = const { Spill(RefCell::new(Vec::new())) };
+    static SPILL_LOST: Cell<bool> = const { Cell::new(false) };
 }
 
-/// This thread's owner token: a non-zero multiple of 8.
+/// This thread's owner id, in `1..=MAX_BORROW`, or `None` when every id is
+/// taken by a live thread.
 #[inline]
-pub(crate) fn token() -> usize {
-    let token = TOKEN.with(|t| t as *const Token as usize);
-    debug_assert_eq!(token % 8, 0);
-    token
+pub(crate) fn id() -> Option<usize> {
+    match ID.with(Cell::get) {
+        0 => assign_id(),
+        EXHAUSTED => None,
+        id => Some(id),
+    }
 }
 
-/// The shard this thread's next `save` tries first: successive saves go
-/// round the shards, and threads start at different places.
-#[inline]
-pub(crate) fn next_shard() -> usize {
-    SHARD_CURSOR.with(|c| {
-        let n = c.get();
-        c.set(n.wrapping_add(1));
-        // Fibonacci hashing of the token spreads threads' starting shards.
-        (token().wrapping_mul(0x9E37_79B9) >> 7).wrapping_add(n)
-    })
-}
-
-/// Whether this thread can still record shared borrows: not once its
-/// thread-locals are being destroyed (a `restore_ref` from another
-/// thread-local's destructor). Once false, it stays false.
-pub(crate) fn can_track_shared() -> bool {
-    SHARED.try_with(|_| ()).is_ok()
-}
-
-/// Records a shared borrow of the cell at `addr`. The caller checked
-/// [`can_track_shared`] first, on this thread.
-pub(crate) fn push_shared(addr: usize) {
-    let _ = SHARED.try_with(|s| s.borrow_mut().push(addr));
-}
-
-/// Forgets one shared borrow of the cell at `addr`.
-pub(crate) fn pop_shared(addr: usize) {
-    // `try_with`: a guard dropped during thread-local destruction must not
-    // panic; there is nothing left to forget then.
-    let _ = SHARED.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if let Some(i) = s.iter().rposition(|&a| a == addr) {
-            s.swap_remove(i);
+#[cold]
+fn assign_id() -> Option<usize> {
+    let id = {
+        let mut ids = IDS.lock();
+        let key = ids.insert(());
+        if key + 1 > MAX_BORROW {
+            ids.remove(key);
+            EXHAUSTED
+        } else {
+            key + 1
         }
-    });
+    };
+    ID.with(|cell| cell.set(id));
+    // Registers the lease's destructor. During teardown the lease may be
+    // gone already: the id is then kept for good (one per such thread).
+    let _ = LEASE.try_with(|_| ());
+    (id != EXHAUSTED).then_some(id)
 }
 
-/// Whether this thread holds a shared borrow of the cell at `addr`.
-pub(crate) fn holds_shared(addr: usize) -> bool {
-    SHARED
-        .try_with(|s| s.borrow().contains(&addr))
-        .unwrap_or(false)
+/// Records a shared borrow of `handle`; false if it cannot be recorded
+/// (the spill vector is gone), in which case the caller must not borrow.
+pub(crate) fn push_shared(handle: usize) -> bool {
+    let inline = SHARED.with(|cells| {
+        cells
+            .iter()
+            .find(|c| c.get() == 0)
+            .map(|c| c.set(handle))
+            .is_some()
+    });
+    inline
+        || SPILL
+            .try_with(|s| s.0.try_borrow_mut().map(|mut v| v.push(handle)).is_ok())
+            .unwrap_or(false)
+}
+
+/// Forgets one shared borrow of `handle`.
+pub(crate) fn pop_shared(handle: usize) {
+    let inline = SHARED.with(|cells| {
+        cells
+            .iter()
+            .find(|c| c.get() == handle)
+            .map(|c| c.set(0))
+            .is_some()
+    });
+    if !inline {
+        let _ = SPILL.try_with(|s| {
+            if let Ok(mut v) = s.0.try_borrow_mut() {
+                if let Some(i) = v.iter().rposition(|&h| h == handle) {
+                    v.swap_remove(i);
+                }
+            }
+        });
+    }
+}
+
+/// Whether this thread may hold a shared borrow of `handle`: true when it
+/// does, and when it can no longer tell.
+pub(crate) fn may_hold_shared(handle: usize) -> bool {
+    SHARED.with(|cells| cells.iter().any(|c| c.get() == handle))
+        || SPILL
+            .try_with(|s| s.0.try_borrow().map_or(true, |v| v.contains(&handle)))
+            .unwrap_or_else(|_| SPILL_LOST.with(Cell::get))
 }
 
 #[cfg(test)]
@@ -78,37 +156,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_aligned_and_distinct_per_thread() {
-        let here = token();
-        assert_ne!(here, 0);
-        assert_eq!(here % 8, 0);
-        assert_eq!(here, token());
-        let there = std::thread::spawn(token).join().unwrap();
-        // The other thread has exited, so its address may be reused later,
-        // but while both are alive they differ.
-        let _ = there;
+    fn ids_are_distinct_among_live_threads_and_stable() {
+        let here = id().unwrap();
+        assert_eq!(id(), Some(here));
         let barrier = std::sync::Barrier::new(2);
-        let (a, b) = std::thread::scope(|s| {
+        let there = std::thread::scope(|s| {
             let h = s.spawn(|| {
-                let t = token();
+                let t = id();
                 barrier.wait();
                 t
             });
-            let mine = token();
             barrier.wait();
-            (mine, h.join().unwrap())
+            h.join().unwrap()
         });
-        assert_ne!(a, b);
+        assert_ne!(there, Some(here));
+        assert!(there.unwrap() <= MAX_BORROW);
     }
 
     #[test]
-    fn shared_list_tracks_borrows() {
-        push_shared(40);
-        push_shared(40);
-        assert!(holds_shared(40));
-        pop_shared(40);
-        assert!(holds_shared(40));
-        pop_shared(40);
-        assert!(!holds_shared(40));
+    fn shared_list_tracks_borrows_past_the_inline_entries() {
+        let handles: Vec<usize> = (1..=INLINE + 3).map(|h| h * 8 + 1).collect();
+        for &h in &handles {
+            assert!(push_shared(h));
+            assert!(push_shared(h));
+        }
+        for &h in &handles {
+            assert!(may_hold_shared(h));
+            pop_shared(h);
+            assert!(may_hold_shared(h));
+            pop_shared(h);
+            assert!(!may_hold_shared(h));
+        }
     }
 }

@@ -1,0 +1,398 @@
+//! One handle's slot: its state word, its type, and the value stored inline.
+//!
+//! # Why slots look like this
+//!
+//! A `restore` is the operation every callback pays for, so a slot is laid
+//! out around it: one 64-byte line per handle, aligned, holding a single
+//! atomic *state word* that packs the generation, liveness and borrow state.
+//! A borrow is then **one compare-exchange** whose expected value is built
+//! from the handle itself: it checks generation, liveness and "not
+//! borrowed" at once. Releasing is one more. No lock, no second line, and
+//! no two handles share a cache line, so threads working on different
+//! handles never slow each other down.
+//!
+//! Values of up to [`INLINE_BYTES`] (40 on 64-bit targets) whose alignment
+//! is at most a word's are stored in the slot itself; larger ones are boxed
+//! and the slot holds the box's pointer.
+//!
+//! # The state word
+//!
+//! ```text
+//! 64-bit:  63          32 31                     4    3        2        1      0
+//!         +-------------+-------------------------+--------+--------+------+------+
+//!         | generation  | borrow: owner id (EXCL) | RETIRED| WAITING| EXCL | LIVE |
+//!         |  (32 bits)  |   or reader count (28)  |        |        |      |      |
+//!         +-------------+-------------------------+--------+--------+------+------+
+//! 32-bit:   generation 12 bits (31..20), borrow 16 bits (19..4), same flags.
+//! ```
+//!
+//! The generation is the handle's (see [`handle`](crate::handle)); the
+//! owner id is a small per-thread number (see [`thread`](crate::thread)).
+//!
+//! # States and transitions
+//!
+//! Write `g` for the generation, `t` for a thread's owner id, `n` for a
+//! reader count. `W` is the `WAITING` flag, which may ride on any borrowed
+//! state.
+//!
+//! | state | word | meaning |
+//! |---|---|---|
+//! | Vacant(g) | `g` | no value; the index is free, or owned by the thread filling or emptying it |
+//! | Live(g) | `g LIVE` | holds the value of handle generation `g`, not borrowed |
+//! | Excl(g, t) | `g LIVE EXCL t [W]` | borrowed exclusively by thread `t` |
+//! | Shared(g, n) | `g LIVE n [W]` | borrowed by `n ≥ 1` readers |
+//! | Orphan(g') | `g' EXCL t [W]` or `g' n [W]` | removed while borrowed: not `LIVE`, generation already moved on; the last borrower drops the value |
+//! | Retired | `max RETIRED` | the generation is exhausted; never reused |
+//!
+//! 1. **save** (Vacant(g) → Live(g)): the thread that owns a free index
+//!    writes the type, the save site and the value, then *stores* the word
+//!    with `Release`. A plain store is enough: no other thread writes a
+//!    vacant slot's word (borrowers' compare-exchanges expect `LIVE` and
+//!    fail; waiters only flag borrowed states; the previous value's last
+//!    borrower finished its writes before the index was freed).
+//! 2. **restore** (Live(g) → Excl(g, t)), **restore_ref** (Live(g) or
+//!    Shared(g, n) → Shared(g, n + 1)): one compare-exchange, `Acquire`, so
+//!    the saver's and the previous borrowers' writes to the value are
+//!    visible. The type is checked after the borrow is held.
+//! 3. **release**: one compare-exchange back, `Release`, from the exact word
+//!    the borrow set. It fails only when someone flagged the word meanwhile
+//!    (a waiter set `W`, or an `unref` orphaned it); the slow path then
+//!    clears `W` and wakes the waiters, or, as the last borrower of an
+//!    orphan, makes the slot vacant, drops the value and frees the index.
+//!    The last borrower's exchange is `AcqRel`: it acquires every other
+//!    borrower's release (one release sequence of read-modify-writes) before
+//!    it drops the value.
+//! 4. **unref** (Live(g) → Vacant(g + 1) and drop; or borrowed →
+//!    Orphan(g + 1)): one compare-exchange, `AcqRel`. The handle is stale
+//!    the moment it succeeds, and unref never waits: a borrowed value is
+//!    left to its last borrower. At the maximum generation the slot becomes
+//!    Retired instead, and its index is never freed.
+//! 5. **take**: an exclusive borrow (step 2, waiting if needed), then
+//!    Excl(g, t) → Vacant(g + 1) or Retired, and the value is moved out.
+//! 6. **waiting**: a thread blocked by another thread's borrow sets `W` on
+//!    the exact word that blocked it, under the registry's wait lock, and
+//!    parks. Whoever clears `W` (always together with ending a borrow)
+//!    wakes all waiters under that lock, so a wake-up cannot fall between a
+//!    waiter's flagging and its parking. Woken threads redo the lookup.
+//! 7. **an index is freed only from Vacant**, by the thread that made it
+//!    vacant, after the value was dropped: a saver who gets the index from
+//!    the free list owns the slot outright.
+//!
+//! Any integer that decodes to an index of an allocated page reaches a real
+//! slot; every other integer is refused before memory is touched. A failed
+//! exchange returns the word it saw, and the error is read off that word:
+//! an older generation is `Stale`, a newer one `Invalid`, our own borrow
+//! `Busy`, another thread's a reason to wait.
+
+use std::any::{type_name, Any, TypeId};
+use std::cell::UnsafeCell;
+use std::mem::{align_of, size_of, MaybeUninit};
+use std::panic::Location;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::handle::Layout;
+
+pub(crate) const LIVE: usize = 0b0001;
+pub(crate) const EXCLUSIVE: usize = 0b0010;
+pub(crate) const WAITING: usize = 0b0100;
+pub(crate) const RETIRED: usize = 0b1000;
+const BORROW_SHIFT: u32 = 4;
+const GENERATION_SHIFT: u32 = usize::BITS - Layout::NATIVE.generation_bits;
+/// The borrow field: an owner id or a reader count.
+const BORROW_MASK: usize = ((1 << GENERATION_SHIFT) - 1) & !((1 << BORROW_SHIFT) - 1);
+const GENERATION_MASK: usize = !((1 << GENERATION_SHIFT) - 1);
+/// Every bit a borrow or a waiter may change.
+pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | BORROW_MASK;
+/// One reader.
+pub(crate) const READER: usize = 1 << BORROW_SHIFT;
+/// The largest owner id or reader count the borrow field holds.
+pub(crate) const MAX_BORROW: usize = BORROW_MASK >> BORROW_SHIFT;
+
+/// Bytes of value a slot stores without boxing.
+pub(crate) const INLINE_BYTES: usize = 64 - 3 * size_of::<usize>();
+
+type Storage = MaybeUninit<[usize; INLINE_BYTES / size_of::<usize>()]>;
+
+/// What the registry knows of a value's type without knowing the type.
+pub(crate) struct VTable {
+    type_id: fn() -> TypeId,
+    pub type_name: fn() -> &'static str,
+    /// Drops the value stored in a slot. The caller owns the slot.
+    drop_value: unsafe fn(*mut Storage),
+}
+
+/// One handle's slot. 64 bytes, on a line of its own.
+#[repr(C, align(64))]
+pub(crate) struct Slot {
+    pub state: AtomicUsize,
+    /// The value's type; null while vacant. Written only by the thread that
+    /// owns a vacant slot, published by the `Release` store of `state`.
+    vtable: AtomicPtr<VTable>,
+    /// Where the value was saved, for the leak report.
+    site: AtomicPtr<Location<'static>>,
+    value: UnsafeCell<Storage>,
+}
+
+// SAFETY: the value is reached only by the thread that holds the slot's
+// borrow (exclusive: `T: Send` moves access between threads like a mutex;
+// shared: `restore_ref` requires `T: Sync`) or that owns the vacant slot;
+// the protocol above orders those accesses. Every other field is atomic.
+unsafe impl Sync for Slot {}
+// SAFETY: values stored are `Send`; see above.
+unsafe impl Send for Slot {}
+
+const _: () = assert!(size_of::<Slot>() == 64);
+
+/// Per-type operations, as data.
+struct Erased<T>(std::marker::PhantomData<T>);
+
+impl<T: Any + Send> Erased<T> {
+    const INLINE: bool = size_of::<T>() <= INLINE_BYTES && align_of::<T>() <= align_of::<usize>();
+    const VTABLE: VTable = VTable {
+        type_id: TypeId::of::<T>,
+        type_name: type_name::<T>,
+        drop_value: Self::drop_value,
+    };
+
+    /// # Safety
+    /// `storage` holds a `T` written by [`Slot::fill`], owned by the caller.
+    unsafe fn drop_value(storage: *mut Storage) {
+        // SAFETY: per the caller, and `fill` used the same representation.
+        unsafe {
+            if Self::INLINE {
+                ptr::drop_in_place(storage.cast::<T>());
+            } else {
+                drop(Box::from_raw(storage.cast::<*mut T>().read()));
+            }
+        }
+    }
+}
+
+/// The generation part of a word.
+#[inline]
+pub(crate) const fn generation(word: usize) -> u32 {
+    ((word & GENERATION_MASK) >> GENERATION_SHIFT) as u32
+}
+
+/// The word of a slot at generation `g` with no other bit set.
+#[inline]
+pub(crate) const fn at(g: u32) -> usize {
+    (g as usize) << GENERATION_SHIFT
+}
+
+/// The borrow field of a word.
+#[inline]
+pub(crate) const fn borrow(word: usize) -> usize {
+    (word & BORROW_MASK) >> BORROW_SHIFT
+}
+
+/// The word that an exclusive borrow by owner `id` of `Live(g)` sets.
+#[inline]
+pub(crate) const fn exclusive(g: u32, id: usize) -> usize {
+    at(g) | LIVE | EXCLUSIVE | (id << BORROW_SHIFT)
+}
+
+/// `word` with its borrow and `WAITING` cleared.
+#[inline]
+pub(crate) const fn unborrowed(word: usize) -> usize {
+    word & !(EXCLUSIVE | WAITING | BORROW_MASK)
+}
+
+/// Whether `word` is borrowed (by anyone, live or orphaned).
+#[inline]
+pub(crate) const fn is_borrowed(word: usize) -> bool {
+    word & (EXCLUSIVE | BORROW_MASK) != 0
+}
+
+/// The word after `unref` or `take` of a slot at generation `g`, with the
+/// borrow bits of `word` kept (they are zero unless orphaning).
+#[inline]
+pub(crate) fn removed(word: usize, max_generation: u32) -> usize {
+    let g = generation(word);
+    let keep = word & (EXCLUSIVE | WAITING | BORROW_MASK);
+    if g == max_generation {
+        at(g) | RETIRED | keep
+    } else {
+        at(g + 1) | keep
+    }
+}
+
+impl Slot {
+    /// An empty slot at generation `g`.
+    pub const fn vacant(g: u32) -> Slot {
+        Slot {
+            state: AtomicUsize::new(at(g)),
+            vtable: AtomicPtr::new(ptr::null_mut()),
+            site: AtomicPtr::new(ptr::null_mut()),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Moves `value` in and makes the slot `Live` (transition 1). Returns
+    /// the generation.
+    ///
+    /// # Safety
+    /// The caller owns this vacant slot: it got its index from the free
+    /// list and has not published it yet.
+    pub unsafe fn fill<T: Any + Send>(&self, value: T, site: &'static Location<'static>) -> u32 {
+        let storage = self.value.get();
+        // SAFETY: the slot is vacant and ours: nobody reads or writes the
+        // storage until the `Release` store below publishes it.
+        unsafe {
+            if Erased::<T>::INLINE {
+                storage.cast::<T>().write(value);
+            } else {
+                storage
+                    .cast::<*mut T>()
+                    .write(Box::into_raw(Box::new(value)));
+            }
+        }
+        let vtable: &'static VTable = &Erased::<T>::VTABLE;
+        self.vtable
+            .store(vtable as *const VTable as *mut VTable, Ordering::Relaxed);
+        self.site.store(
+            site as *const Location<'static> as *mut _,
+            Ordering::Relaxed,
+        );
+        let word = self.state.load(Ordering::Relaxed);
+        debug_assert_eq!(
+            word & !GENERATION_MASK,
+            0,
+            "fill of a slot that is not vacant"
+        );
+        self.state.store(word | LIVE, Ordering::Release);
+        generation(word)
+    }
+
+    /// The value's type table. Meaningful while the caller holds a borrow
+    /// or owns the slot; otherwise it may belong to any value the slot held.
+    #[inline]
+    pub fn vtable(&self) -> Option<&'static VTable> {
+        let vtable = self.vtable.load(Ordering::Relaxed);
+        // SAFETY: only ever set from `&'static VTable` in `fill`.
+        unsafe { vtable.as_ref() }
+    }
+
+    /// Where the value was saved (same caveat as [`vtable`](Slot::vtable)).
+    pub fn site(&self) -> Option<&'static Location<'static>> {
+        // SAFETY: only ever set from a `&'static Location` in `fill`.
+        unsafe { self.site.load(Ordering::Relaxed).as_ref() }
+    }
+
+    /// Whether the value is a `T`. The caller holds a borrow or owns the slot.
+    #[inline]
+    pub fn holds<T: Any + Send>(&self) -> bool {
+        let vtable = self.vtable.load(Ordering::Relaxed);
+        ptr::eq(vtable, &Erased::<T>::VTABLE)
+            || self
+                .vtable()
+                .is_some_and(|v| (v.type_id)() == TypeId::of::<T>())
+    }
+
+    /// The name of the value's type, for errors.
+    #[cold]
+    pub fn type_name(&self) -> &'static str {
+        self.vtable().map_or("(none)", |v| (v.type_name)())
+    }
+
+    /// A pointer to the `T` in this slot, without creating a reference.
+    ///
+    /// # Safety
+    /// The slot holds a `T` (checked with [`holds`](Slot::holds)) and the
+    /// caller holds a borrow of it or owns it.
+    #[inline]
+    pub unsafe fn value_ptr<T: Any + Send>(&self) -> *mut T {
+        let storage = self.value.get();
+        if Erased::<T>::INLINE {
+            storage.cast::<T>()
+        } else {
+            // SAFETY: per the caller, `fill` stored a box pointer here and
+            // nobody writes it while the borrow or ownership lasts.
+            unsafe { storage.cast::<*mut T>().read() }
+        }
+    }
+
+    /// Moves the `T` out.
+    ///
+    /// # Safety
+    /// The caller owns the slot (it made it vacant), and it holds a `T`.
+    pub unsafe fn move_out<T: Any + Send>(&self) -> T {
+        let storage = self.value.get();
+        // SAFETY: per the caller; the storage is not read again until the
+        // next `fill`.
+        unsafe {
+            if Erased::<T>::INLINE {
+                storage.cast::<T>().read()
+            } else {
+                *Box::from_raw(storage.cast::<*mut T>().read())
+            }
+        }
+    }
+
+    /// Drops the value, whatever its type.
+    ///
+    /// # Safety
+    /// The caller owns the slot (it made it vacant) and it holds a value
+    /// not yet dropped or moved out.
+    pub unsafe fn drop_value(&self) {
+        let vtable = self.vtable().expect("a filled slot has a vtable");
+        // SAFETY: per the caller.
+        unsafe { (vtable.drop_value)(self.value.get()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_fields_do_not_overlap() {
+        let g = Layout::NATIVE.max_generation();
+        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED;
+        assert_eq!(generation(w), g);
+        assert_eq!(borrow(w), MAX_BORROW);
+        assert_eq!(w & 0b1111, 0b1111);
+        assert_eq!(at(g) & BORROW_MASK, 0);
+        assert_eq!(generation(at(1)), 1);
+    }
+
+    #[test]
+    fn removal_moves_the_generation_or_retires() {
+        let max = Layout::NATIVE.max_generation();
+        assert_eq!(removed(at(3) | LIVE, max), at(4));
+        assert_eq!(
+            removed(exclusive(3, 5) | WAITING, max),
+            at(4) | EXCLUSIVE | WAITING | (5 << BORROW_SHIFT)
+        );
+        assert_eq!(removed(at(max) | LIVE, max), at(max) | RETIRED);
+    }
+
+    #[test]
+    fn small_values_inline_large_ones_boxed() {
+        const {
+            assert!(Erased::<[u8; INLINE_BYTES]>::INLINE);
+            assert!(!Erased::<[u8; INLINE_BYTES + 1]>::INLINE);
+            assert!(Erased::<()>::INLINE);
+        }
+        for big in [false, true] {
+            let slot = Slot::vacant(7);
+            // SAFETY: a fresh slot is ours.
+            unsafe {
+                if big {
+                    assert_eq!(slot.fill([9u8; 100], Location::caller()), 7);
+                    assert!(slot.holds::<[u8; 100]>());
+                    assert_eq!((*slot.value_ptr::<[u8; 100]>())[99], 9);
+                    assert_eq!(slot.move_out::<[u8; 100]>(), [9u8; 100]);
+                } else {
+                    slot.fill(String::from("x"), Location::caller());
+                    assert!(slot.holds::<String>());
+                    assert!(!slot.holds::<u8>());
+                    assert_eq!(slot.type_name(), "alloc::string::String");
+                    slot.drop_value();
+                }
+            }
+            assert_eq!(slot.state.load(Ordering::Relaxed), at(7) | LIVE);
+        }
+    }
+}
