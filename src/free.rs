@@ -5,7 +5,7 @@
 //! value or is being filled or emptied by one thread), in the shared free
 //! list below, or in one thread's cache. The shared list is a stack of
 //! freed indices plus the first index never handed out, behind one
-//! `parking_lot` mutex; pages are allocated there, when the high-water
+//! mutex; pages are allocated there, when the high-water
 //! mark enters a new page, so a page exists before any index in it is
 //! handed out.
 //!
@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::handle::Layout;
 use crate::pages::Pages;
@@ -44,7 +44,7 @@ struct Shared {
 impl FreeList {
     pub const fn new() -> FreeList {
         FreeList {
-            inner: parking_lot::const_mutex(Shared {
+            inner: Mutex::new(Shared {
                 freed: Vec::new(),
                 next: 0,
             }),

@@ -60,6 +60,7 @@ pub mod panic;
 mod registry;
 mod slot;
 pub mod static_trampoline;
+mod sync;
 mod thread;
 pub mod traverse;
 

@@ -18,7 +18,7 @@ use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 /// Holds the first panic caught in a group of callbacks.
 ///
@@ -50,7 +50,7 @@ impl PanicCarrier {
     pub const fn new() -> Self {
         PanicCarrier {
             panicked: AtomicBool::new(false),
-            payload: parking_lot::const_mutex(None),
+            payload: Mutex::new(None),
         }
     }
 

@@ -28,7 +28,7 @@ use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
@@ -79,7 +79,7 @@ struct IdPool {
     next: u32,
 }
 
-static IDS: Mutex<IdPool> = parking_lot::const_mutex(IdPool {
+static IDS: Mutex<IdPool> = Mutex::new(IdPool {
     free: Vec::new(),
     next: GLOBAL_ID + 1,
 });
@@ -183,7 +183,7 @@ impl Registry {
             base,
             pages: Pages::new(),
             free: FreeList::new(),
-            wait_lock: parking_lot::const_mutex(()),
+            wait_lock: Mutex::new(()),
             wake: Condvar::new(),
         }
     }
@@ -637,7 +637,7 @@ impl Registry {
             if mine {
                 return Err(Error::Busy);
             }
-            let Some(guard) = waiting.as_mut() else {
+            let Some(guard) = waiting.take() else {
                 waiting = Some(self.wait_lock.lock());
                 seen = slot.state.load(Ordering::Relaxed);
                 continue;
@@ -650,10 +650,11 @@ impl Registry {
                     Ordering::Relaxed,
                 ) {
                     seen = now;
+                    waiting = Some(guard);
                     continue;
                 }
             }
-            self.wake.wait(guard);
+            waiting = Some(self.wake.wait(guard));
             seen = slot.state.load(Ordering::Relaxed);
         }
     }

@@ -13,7 +13,7 @@ fn ptr(p: usize) -> *mut c_void {
 /// Counts drops and remembers which thread did the last one.
 struct Tally {
     drops: Arc<AtomicUsize>,
-    dropped_on: Arc<parking_lot::Mutex<Option<std::thread::ThreadId>>>,
+    dropped_on: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
 }
 
 impl Tally {
@@ -29,7 +29,7 @@ impl Tally {
 
 impl Drop for Tally {
     fn drop(&mut self) {
-        *self.dropped_on.lock() = Some(std::thread::current().id());
+        *self.dropped_on.lock().unwrap() = Some(std::thread::current().id());
         self.drops.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -241,7 +241,7 @@ fn unref_while_borrowed_defers_the_drop_to_the_guard() {
         unreffed_tx.send(()).unwrap();
         h.join().unwrap()
     });
-    assert_eq!(*dropped_on.lock(), Some(guard_thread));
+    assert_eq!(*dropped_on.lock().unwrap(), Some(guard_thread));
 }
 
 #[test]

@@ -281,13 +281,13 @@ impl Slot {
     }
 
     /// Whether the value is a `T`. The caller holds a borrow or owns the slot.
+    ///
+    /// Compares type ids rather than vtable addresses: the same generic
+    /// constant may live at several addresses (one per codegen unit).
     #[inline]
     pub fn holds<T: Any + Send>(&self) -> bool {
-        let vtable = self.vtable.load(Ordering::Relaxed);
-        ptr::eq(vtable, &Erased::<T>::VTABLE)
-            || self
-                .vtable()
-                .is_some_and(|v| (v.type_id)() == TypeId::of::<T>())
+        self.vtable()
+            .is_some_and(|v| (v.type_id)() == TypeId::of::<T>())
     }
 
     /// The name of the value's type, for errors.

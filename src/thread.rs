@@ -30,13 +30,13 @@
 
 use std::cell::{Cell, RefCell};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use slab::Slab;
 
 use crate::slot::MAX_BORROW;
 
 /// Owner ids in use: slab key + 1 (0 means "none yet").
-static IDS: Mutex<Slab<()>> = parking_lot::const_mutex(Slab::new());
+static IDS: Mutex<Slab<()>> = Mutex::new(Slab::new());
 
 /// Shared borrows recorded without touching the heap.
 const INLINE: usize = 8;
