@@ -64,6 +64,16 @@ pub enum Error {
     Full,
     /// Every registry id is in use by a live [`Registry`](crate::Registry).
     TooManyRegistries,
+    /// The value may only be reached from the thread that lent it: a
+    /// callback came from another thread during a
+    /// [`Registry::scope`](crate::Registry::scope) whose state is not
+    /// `Send` (use [`scope_send`](crate::Registry::scope_send) or
+    /// [`scope_sync`](crate::Registry::scope_sync) when C calls back from
+    /// its own threads).
+    WrongThread,
+    /// The callback panicked. The panic was caught before it could unwind
+    /// into C and is resumed when the scope that lent the state returns.
+    Panicked,
 }
 
 impl fmt::Display for Error {
@@ -79,6 +89,8 @@ impl fmt::Display for Error {
             Error::Busy => f.write_str("value is already borrowed on this thread"),
             Error::Full => f.write_str("registry is full: no handle index left"),
             Error::TooManyRegistries => f.write_str("too many live registries"),
+            Error::WrongThread => f.write_str("value lent to another thread's scope"),
+            Error::Panicked => f.write_str("callback panicked; resumed when the scope returns"),
         }
     }
 }

@@ -39,7 +39,8 @@ use crate::{Error, Guard, Registry};
 
 /// One active lend, living in `Registry::lend`'s stack frame.
 struct Lent {
-    prev: *const Lent,
+    /// The next lend out; set when pushed.
+    prev: Cell<*const Lent>,
     registry: *const Registry,
     handle: usize,
     slot: *const Slot,
@@ -67,7 +68,7 @@ fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
         if matches(lent) {
             return Some(lent);
         }
-        at = lent.prev;
+        at = lent.prev.get();
     }
     None
 }
@@ -150,36 +151,87 @@ impl Registry {
         f: impl FnOnce() -> R,
     ) -> Result<R, Error> {
         let guard = self.restore::<T>(ptr)?;
-        let entry = Lent {
-            prev: TOP.with(Cell::get),
-            registry: self,
-            handle: ptr as usize,
-            slot: guard.slot(),
-            locked: guard.locked(),
-            type_id: TypeId::of::<T>(),
-            in_use: Cell::new(false),
-        };
-        /// Pops the entry when `lend` ends, however it ends.
-        struct Pop<'e, 'r, T: Any + Send> {
-            entry: &'e Lent,
+        let frame = Frame::new(self, ptr, guard.slot(), guard.locked(), TypeId::of::<T>());
+        /// Ends the lend however `f` ends: pops the frame, then releases
+        /// the borrow unless a lent guard escaped `f` and now owns it.
+        struct End<'f, 'r, T: Any + Send> {
+            frame: &'f Frame,
             guard: ManuallyDrop<Guard<'r, T>>,
         }
-        impl<T: Any + Send> Drop for Pop<'_, '_, T> {
+        impl<T: Any + Send> Drop for End<'_, '_, T> {
             fn drop(&mut self) {
-                TOP.with(|top| top.set(self.entry.prev));
-                if !self.entry.in_use.get() {
+                self.frame.pop();
+                if !self.frame.in_use() {
                     // SAFETY: dropped once, here; no lent guard is alive.
                     unsafe { ManuallyDrop::drop(&mut self.guard) }
                 }
-                // Otherwise a lent guard escaped `f` and now owns the borrow.
             }
         }
-        TOP.with(|top| top.set(&entry));
-        let _pop = Pop {
-            entry: &entry,
+        let _end = End {
+            frame: &frame,
             guard: ManuallyDrop::new(guard),
         };
+        frame.push();
         Ok(f())
+    }
+}
+
+/// One lend's record, on the stack frame of the call that lends.
+///
+/// Pushed on this thread's stack of lends with [`push`](Frame::push) once
+/// it sits where it will stay, and popped with [`pop`](Frame::pop) before
+/// that frame ends (by a drop guard, so also on unwind): this is the
+/// stack discipline that `lend` and `scope` rely on. A stackful coroutine
+/// that suspends inside one and resumes on another thread, or that
+/// interleaves two of them on one thread, breaks it.
+pub(crate) struct Frame(Lent);
+
+impl Frame {
+    pub fn new(
+        registry: &Registry,
+        ptr: *mut c_void,
+        slot: &Slot,
+        locked: usize,
+        type_id: TypeId,
+    ) -> Frame {
+        Frame(Lent {
+            prev: Cell::new(ptr::null()),
+            registry,
+            handle: ptr as usize,
+            slot,
+            locked,
+            type_id,
+            in_use: Cell::new(false),
+        })
+    }
+
+    /// Makes this the innermost lend on this thread.
+    pub fn push(&self) {
+        self.0.prev.set(TOP.with(|top| top.replace(&self.0)));
+    }
+
+    /// Removes this lend, the innermost one, from this thread's stack.
+    pub fn pop(&self) {
+        TOP.with(|top| {
+            debug_assert!(ptr::eq(top.get(), &self.0), "lends end in stack order");
+            top.set(self.0.prev.get())
+        });
+    }
+
+    /// The lent handle, its slot and the word its borrow set.
+    pub fn borrow(&self) -> (*mut c_void, &Slot, usize) {
+        // SAFETY: the slot belongs to the registry, which outlives the frame.
+        let slot = unsafe { &*self.0.slot };
+        (
+            ptr::without_provenance_mut(self.0.handle),
+            slot,
+            self.0.locked,
+        )
+    }
+
+    /// Whether a guard served by this lend is alive.
+    pub fn in_use(&self) -> bool {
+        self.0.in_use.get()
     }
 }
 

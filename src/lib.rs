@@ -58,6 +58,7 @@ mod owned;
 mod pages;
 pub mod panic;
 mod registry;
+mod scope;
 mod slot;
 pub mod static_trampoline;
 mod sync;
@@ -169,6 +170,50 @@ pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
         // Nobody to resume it in; its own `Drop` may panic too.
         panic::drop_payload(payload);
     }
+}
+
+/// Runs `f` on the state that [`Registry::scope`] or
+/// [`Registry::scope_send`] lent to the global registry. See
+/// [`Registry::with`].
+///
+/// ```
+/// let mut log = Vec::new();
+/// handle_registry::Registry::global()
+///     .scope(&mut log, |p| handle_registry::with(p, |log: &mut Vec<&str>| log.push("called")))
+///     .unwrap()
+///     .unwrap();
+/// assert_eq!(log, ["called"]);
+/// ```
+pub fn with<S: Any, O>(ptr: *mut c_void, f: impl FnOnce(&mut S) -> O) -> Result<O, Error> {
+    Registry::global().with(ptr, f)
+}
+
+/// Runs `f` on the state that [`Registry::scope_sync`] lent to the global
+/// registry. See [`Registry::with_ref`].
+///
+/// ```
+/// let n = 3;
+/// let got = handle_registry::Registry::global()
+///     .scope_sync(&n, |p| handle_registry::with_ref(p, |n: &i32| *n))
+///     .unwrap();
+/// assert_eq!(got, Ok(3));
+/// ```
+pub fn with_ref<S: Any + Sync, O>(ptr: *mut c_void, f: impl FnOnce(&S) -> O) -> Result<O, Error> {
+    Registry::global().with_ref(ptr, f)
+}
+
+/// Calls the closure that [`Registry::scope_fn`] lent to the global
+/// registry. See [`Registry::call`].
+///
+/// ```
+/// let mut inc = |x: u8| x + 1;
+/// let got = handle_registry::Registry::global()
+///     .scope_fn(&mut inc, |p| handle_registry::call::<u8, u8>(p, 1))
+///     .unwrap();
+/// assert_eq!(got, Ok(2));
+/// ```
+pub fn call<A: 'static, O: 'static>(ptr: *mut c_void, args: A) -> Result<O, Error> {
+    Registry::global().call(ptr, args)
 }
 
 /// The README's examples, compiled and run as doctests.

@@ -33,7 +33,7 @@ use crate::sync::{Condvar, Mutex};
 use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
 use crate::pages::Pages;
-use crate::slot::{self, Slot, EXCLUSIVE, LIVE, READER, RETIRED, WAITING};
+use crate::slot::{self, Slot, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, WAITING};
 use crate::{thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
@@ -245,8 +245,36 @@ impl Registry {
             .expect("a handed-out index has a page");
         // SAFETY: the index came from the free list: the slot is vacant and
         // ours until the handle is published, which `fill` does last.
-        let generation = unsafe { slot.fill(value, Location::caller()) };
+        let generation = unsafe { slot.fill(value, Location::caller(), 0) };
         Ok(handle::to_ptr(LAYOUT.encode(index, self.id, generation)))
+    }
+
+    /// Saves `value` already borrowed exclusively by this thread (and, if
+    /// `pinned`, unreachable from other threads until the borrow ends; see
+    /// [`slot`](crate::slot)). Returns the handle, the slot and the word
+    /// the borrow set, for the caller to end with
+    /// [`vacate`](Registry::vacate).
+    #[track_caller]
+    pub(crate) fn save_borrowed<T: Any + Send>(
+        &self,
+        value: T,
+        pinned: bool,
+    ) -> Result<(*mut c_void, &Slot, usize), Error> {
+        let id = thread::id().ok_or(Error::Busy)?;
+        let index = self.alloc_index()?;
+        let slot = self
+            .pages
+            .get(index)
+            .expect("a handed-out index has a page");
+        let borrow = slot::exclusive(0, id) & !LIVE | if pinned { PINNED } else { 0 };
+        // SAFETY: as in `try_save`.
+        let generation = unsafe { slot.fill(value, Location::caller(), borrow) };
+        let locked = slot::exclusive(generation, id) | (borrow & PINNED);
+        Ok((
+            handle::to_ptr(LAYOUT.encode(index, self.id, generation)),
+            slot,
+            locked,
+        ))
     }
 
     #[inline]
@@ -348,14 +376,29 @@ impl Registry {
     /// ```
     pub fn take<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
         let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
-        // Excl(g, me) -> Vacant(g + 1) or Retired. A waiter may have
-        // flagged the word, or an unref orphaned it, since we borrowed.
+        // SAFETY: we hold the exclusive borrow that set `locked`.
+        let vacant = unsafe { self.empty(slot, locked) }?;
+        // SAFETY: the slot is vacant (or retired) by our hand, out of every
+        // lookup's reach, and holds a `T` (checked by `borrow`).
+        let value = unsafe { slot.move_out::<T>() };
+        if vacant & RETIRED == 0 {
+            self.free_index(index_of(ptr));
+        }
+        Ok(value)
+    }
+
+    /// Ends an exclusive borrow by removing the value (transition 5): the
+    /// slot becomes vacant (or retired) and the caller owns the value in
+    /// it. Returns the new word, or `Stale` if an unref orphaned the slot
+    /// meanwhile (the borrow is then released, and the value dropped).
+    ///
+    /// # Safety
+    /// The caller holds the exclusive borrow of `slot` that set `locked`.
+    unsafe fn empty(&self, slot: &Slot, locked: usize) -> Result<usize, Error> {
         let mut seen = locked;
-        let vacant = loop {
+        loop {
             if seen & LIVE == 0 {
-                // Unreffed while we held it: the value is the unref's to
-                // drop, which our release now does.
-                // SAFETY: we hold the exclusive borrow that set `locked`.
+                // SAFETY: per the caller.
                 unsafe { self.release_exclusive(slot, locked) };
                 return Err(Error::Stale);
             }
@@ -364,20 +407,28 @@ impl Registry {
                 .state
                 .compare_exchange(seen, vacant, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => break vacant,
+                Ok(_) => {
+                    if seen & WAITING != 0 {
+                        self.wake_waiters();
+                    }
+                    return Ok(vacant);
+                }
                 Err(now) => seen = now,
             }
-        };
-        if seen & WAITING != 0 {
-            self.wake_waiters();
         }
-        // SAFETY: the slot is vacant (or retired) by our hand, out of every
-        // lookup's reach, and holds a `T` (checked by `borrow`).
-        let value = unsafe { slot.move_out::<T>() };
-        if vacant & RETIRED == 0 {
-            self.free_index(index_of(ptr));
+    }
+
+    /// Ends an exclusive borrow by removing and dropping the value.
+    ///
+    /// # Safety
+    /// The caller holds the exclusive borrow of the slot of handle `ptr`
+    /// that set `locked`.
+    pub(crate) unsafe fn vacate(&self, ptr: *mut c_void, slot: &Slot, locked: usize) {
+        // SAFETY: per the caller.
+        if let Ok(vacant) = unsafe { self.empty(slot, locked) } {
+            // SAFETY: we just made it vacant; the value is ours.
+            unsafe { self.dispose(slot, index_of(ptr), vacant) };
         }
-        Ok(value)
     }
 
     /// Removes the value and drops it. The handle is stale from now on.
@@ -627,6 +678,9 @@ impl Registry {
                 }
             }
             // Blocked by `seen` itself (never a fresh load: we may park on it).
+            if seen & PINNED != 0 && Some(slot::borrow(seen)) != thread::id() {
+                return Err(Error::WrongThread);
+            }
             let mine = if seen & EXCLUSIVE != 0 {
                 Some(slot::borrow(seen)) == thread::id()
             } else if readers == slot::MAX_BORROW && mode == Mode::Shared {

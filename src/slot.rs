@@ -18,12 +18,12 @@
 //! # The state word
 //!
 //! ```text
-//! 64-bit:  63          32 31                     4    3        2        1      0
-//!         +-------------+-------------------------+--------+--------+------+------+
-//!         | generation  | borrow: owner id (EXCL) | RETIRED| WAITING| EXCL | LIVE |
-//!         |  (32 bits)  |   or reader count (28)  |        |        |      |      |
-//!         +-------------+-------------------------+--------+--------+------+------+
-//! 32-bit:   generation 12 bits (31..20), borrow 16 bits (19..4), same flags.
+//! 64-bit:  63          32 31                  5    4       3        2       1      0
+//!         +-------------+----------------------+-------+--------+--------+------+------+
+//!         | generation  | borrow: owner id     | PINNED| RETIRED| WAITING| EXCL | LIVE |
+//!         |  (32 bits)  | (EXCL) or readers(27)|       |        |        |      |      |
+//!         +-------------+----------------------+-------+--------+--------+------+------+
+//! 32-bit:   generation 12 bits (31..20), borrow 15 bits (19..5), same flags.
 //! ```
 //!
 //! The generation is the handle's (see [`handle`](crate::handle)); the
@@ -43,6 +43,13 @@
 //! | Shared(g, n) | `g LIVE n [W]` | borrowed by `n ≥ 1` readers |
 //! | Orphan(g') | `g' EXCL t [W]` or `g' n [W]` | removed while borrowed: not `LIVE`, generation already moved on; the last borrower drops the value |
 //! | Retired | `max RETIRED` | the generation is exhausted; never reused |
+//!
+//! `PINNED` marks a slot published already borrowed by the thread that
+//! saved it, for the whole of a [`scope`](crate::Registry::scope): its
+//! value must not be reached from any other thread, so a borrow attempt
+//! from another thread that meets it answers `WrongThread` instead of
+//! waiting. It leaves with the borrow (the scope's end makes the slot
+//! vacant directly, never `Live`).
 //!
 //! 1. **save** (Vacant(g) → Live(g)): the thread that owns a free index
 //!    writes the type, the save site and the value, then *stores* the word
@@ -97,13 +104,14 @@ pub(crate) const LIVE: usize = 0b0001;
 pub(crate) const EXCLUSIVE: usize = 0b0010;
 pub(crate) const WAITING: usize = 0b0100;
 pub(crate) const RETIRED: usize = 0b1000;
-const BORROW_SHIFT: u32 = 4;
+pub(crate) const PINNED: usize = 0b1_0000;
+const BORROW_SHIFT: u32 = 5;
 const GENERATION_SHIFT: u32 = usize::BITS - Layout::NATIVE.generation_bits;
 /// The borrow field: an owner id or a reader count.
 const BORROW_MASK: usize = ((1 << GENERATION_SHIFT) - 1) & !((1 << BORROW_SHIFT) - 1);
 const GENERATION_MASK: usize = !((1 << GENERATION_SHIFT) - 1);
 /// Every bit a borrow or a waiter may change.
-pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | BORROW_MASK;
+pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | PINNED | BORROW_MASK;
 /// One reader.
 pub(crate) const READER: usize = 1 << BORROW_SHIFT;
 /// The largest owner id or reader count the borrow field holds.
@@ -193,10 +201,10 @@ pub(crate) const fn exclusive(g: u32, id: usize) -> usize {
     at(g) | LIVE | EXCLUSIVE | (id << BORROW_SHIFT)
 }
 
-/// `word` with its borrow and `WAITING` cleared.
+/// `word` with its borrow, `WAITING` and `PINNED` cleared.
 #[inline]
 pub(crate) const fn unborrowed(word: usize) -> usize {
-    word & !(EXCLUSIVE | WAITING | BORROW_MASK)
+    word & !(EXCLUSIVE | WAITING | PINNED | BORROW_MASK)
 }
 
 /// Whether `word` is borrowed (by anyone, live or orphaned).
@@ -210,7 +218,7 @@ pub(crate) const fn is_borrowed(word: usize) -> bool {
 #[inline]
 pub(crate) fn removed(word: usize, max_generation: u32) -> usize {
     let g = generation(word);
-    let keep = word & (EXCLUSIVE | WAITING | BORROW_MASK);
+    let keep = word & (EXCLUSIVE | WAITING | PINNED | BORROW_MASK);
     if g == max_generation {
         at(g) | RETIRED | keep
     } else {
@@ -229,13 +237,19 @@ impl Slot {
         }
     }
 
-    /// Moves `value` in and makes the slot `Live` (transition 1). Returns
-    /// the generation.
+    /// Moves `value` in and makes the slot `Live` (transition 1), with
+    /// the bits `borrow` set as well (zero, or an exclusive borrow by the
+    /// caller's thread, `PINNED` or not). Returns the generation.
     ///
     /// # Safety
     /// The caller owns this vacant slot: it got its index from the free
     /// list and has not published it yet.
-    pub unsafe fn fill<T: Any + Send>(&self, value: T, site: &'static Location<'static>) -> u32 {
+    pub unsafe fn fill<T: Any + Send>(
+        &self,
+        value: T,
+        site: &'static Location<'static>,
+        borrow: usize,
+    ) -> u32 {
         let storage = self.value.get();
         // SAFETY: the slot is vacant and ours: nobody reads or writes the
         // storage until the `Release` store below publishes it.
@@ -261,7 +275,7 @@ impl Slot {
             0,
             "fill of a slot that is not vacant"
         );
-        self.state.store(word | LIVE, Ordering::Release);
+        self.state.store(word | LIVE | borrow, Ordering::Release);
         generation(word)
     }
 
@@ -349,10 +363,11 @@ mod tests {
     #[test]
     fn word_fields_do_not_overlap() {
         let g = Layout::NATIVE.max_generation();
-        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED;
+        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED | PINNED;
         assert_eq!(generation(w), g);
         assert_eq!(borrow(w), MAX_BORROW);
-        assert_eq!(w & 0b1111, 0b1111);
+        assert_eq!(w & 0b1_1111, 0b1_1111);
+        assert_eq!(unborrowed(w), at(g) | LIVE | RETIRED);
         assert_eq!(at(g) & BORROW_MASK, 0);
         assert_eq!(generation(at(1)), 1);
     }
@@ -380,12 +395,12 @@ mod tests {
             // SAFETY: a fresh slot is ours.
             unsafe {
                 if big {
-                    assert_eq!(slot.fill([9u8; 100], Location::caller()), 7);
+                    assert_eq!(slot.fill([9u8; 100], Location::caller(), 0), 7);
                     assert!(slot.holds::<[u8; 100]>());
                     assert_eq!((*slot.value_ptr::<[u8; 100]>())[99], 9);
                     assert_eq!(slot.move_out::<[u8; 100]>(), [9u8; 100]);
                 } else {
-                    slot.fill(String::from("x"), Location::caller());
+                    slot.fill(String::from("x"), Location::caller(), 0);
                     assert!(slot.holds::<String>());
                     assert!(!slot.holds::<u8>());
                     assert_eq!(slot.type_name(), "alloc::string::String");
