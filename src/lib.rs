@@ -32,6 +32,10 @@
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
+//! * [`static_trampoline`]: C function pointers without `user_data`.
+//! * `demo` (only with the `demo` cargo feature, which needs a C
+//!   compiler): the crate's own C library and its safe wrappers, the
+//!   test bed and the demo. Everything above is pure Rust.
 //!
 //! # Threads, re-entrancy and panics
 //!
@@ -48,8 +52,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cell;
+#[cfg(feature = "demo")]
+pub mod demo;
 mod error;
-pub mod ffi;
 mod guard;
 pub mod handle;
 mod leak;
@@ -60,7 +65,6 @@ mod registry;
 pub mod static_trampoline;
 mod table;
 mod thread;
-pub mod traverse;
 
 use std::any::Any;
 use std::ffi::c_void;

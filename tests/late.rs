@@ -10,8 +10,8 @@ mod traverse_support;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use handle_registry::ffi::{self, TRAVERSE_MAX_SUBSCRIPTIONS};
-use handle_registry::traverse::{
+use handle_registry::demo::ffi::{self, TRAVERSE_MAX_SUBSCRIPTIONS};
+use handle_registry::demo::traverse::{
     ignored_callbacks, publish, publish_on_c_thread, subscribe, trampoline_entries, Callbacks,
     Subscription, TraverseError,
 };

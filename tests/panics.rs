@@ -9,11 +9,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use handle_registry::panic::message;
-use handle_registry::traverse::{
+use handle_registry::demo::traverse::{
     publish_on_c_thread, subscribe, trampoline_entries, traverse, traverse_file, traverse_file_mut,
     traverse_file_with, traverse_files_parallel, Callbacks, SyncVisitor, TraverseError, Visitor,
 };
+use handle_registry::panic::message;
 use traverse_support::{nested_pairs, Recorder, TempFile};
 
 /// Panics at its `panic_at`-th start; counts the calls it received.
@@ -188,7 +188,7 @@ fn a_panicking_drop_inside_a_trampoline_does_not_reach_c() {
     let _serial = serial();
     let file = TempFile::new("{}{}");
     let loud = LoudDrop;
-    let slot: Arc<Mutex<Option<handle_registry::traverse::Subscription>>> = Arc::default();
+    let slot: Arc<Mutex<Option<handle_registry::demo::traverse::Subscription>>> = Arc::default();
     let own = Arc::clone(&slot);
     let subscription = subscribe(Callbacks::new().on_start(move |_| {
         let _keep = &loud;
@@ -196,6 +196,6 @@ fn a_panicking_drop_inside_a_trampoline_does_not_reach_c() {
     }))
     .unwrap();
     *slot.lock().unwrap() = Some(subscription);
-    handle_registry::traverse::publish(file.path()).unwrap();
+    handle_registry::demo::traverse::publish(file.path()).unwrap();
     assert!(slot.lock().unwrap().is_none());
 }
