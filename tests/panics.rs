@@ -7,7 +7,7 @@ mod traverse_support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use handle_registry::demo::traverse::{
     publish_on_c_thread, subscribe, trampoline_entries, traverse, traverse_file, traverse_file_mut,
@@ -43,6 +43,28 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The panics that tests here raise on C threads on purpose.
+const EXPECTED_ON_C_THREADS: [&str; 2] = ["on a C thread", "late, on a C thread"];
+
+/// Keeps the expected panics of C threads off the terminal.
+///
+/// libtest captures what the panic hook prints only on threads that Rust
+/// started (and on their children), so the default hook would print these
+/// panics from C's pthreads straight to the terminal, where they read like
+/// failures. This hook drops exactly those messages and hands every other
+/// panic, from any test, to the hook that was installed before.
+fn quiet_expected_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !message(info.payload()).is_some_and(|text| EXPECTED_ON_C_THREADS.contains(&text)) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -127,6 +149,7 @@ impl SyncVisitor for SharedFuse {
 
 #[test]
 fn a_panic_on_c_threads_comes_back_as_an_error() {
+    quiet_expected_panics();
     let files: Vec<_> = (0..4).map(|_| TempFile::new(nested_pairs(500))).collect();
     let paths: Vec<_> = files.iter().map(TempFile::path).collect();
     let outcome = traverse_files_parallel(&paths, SharedFuse::default());
@@ -152,6 +175,7 @@ impl SyncVisitor for Totals {
 
 #[test]
 fn a_late_callback_panic_is_reported_by_its_subscription() {
+    quiet_expected_panics();
     let _serial = serial();
     let file = TempFile::new("{}{}");
     let calls = Arc::new(Mutex::new(0));
