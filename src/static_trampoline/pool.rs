@@ -270,7 +270,7 @@ impl<F: Signature, const N: usize> Pool<F, N> {
     /// use std::ffi::{c_int, c_void};
     /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// extern "C" {
+    /// unsafe extern "C" {
     ///     fn qsort(
     ///         base: *mut c_void,
     ///         n: usize,

@@ -37,7 +37,7 @@ crate::static_callbacks! {
     /// use std::ffi::{c_int, c_void};
     /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// extern "C" {
+    /// unsafe extern "C" {
     ///     fn qsort(
     ///         base: *mut c_void,
     ///         n: usize,
@@ -77,7 +77,7 @@ crate::static_callbacks! {
     /// use handle_registry::static_trampoline::pools::{Ftw, NFTW_VISIT};
     ///
     /// type Visit = unsafe extern "C" fn(*const c_char, *const c_void, c_int, *mut Ftw) -> c_int;
-    /// extern "C" {
+    /// unsafe extern "C" {
     ///     fn nftw(dir: *const c_char, visit: Visit, fds: c_int, flags: c_int) -> c_int;
     /// }
     ///
