@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use handle_registry::traverse::repeat_start;
-use handle_registry::{ffi, Registry};
+use handle_registry::demo::traverse::repeat_start;
+use handle_registry::{demo::ffi, Registry};
 
 #[path = "common/mod.rs"]
 mod common;

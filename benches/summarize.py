@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints README's performance table from criterion's last run.
+"""Prints BENCHMARKS.md's performance tables from criterion's last run.
 
 Run the benches first (`cargo bench --bench registry --bench callbacks
 --bench static_trampoline`), then `python3 benches/summarize.py`. Every

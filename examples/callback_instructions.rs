@@ -6,8 +6,8 @@
 //! `cargo run --release --example callback_instructions -- KIND N` with KIND
 //! one of `direct`, `restore`, `lent`, `visitor`.
 
-use handle_registry::traverse::repeat_start;
-use handle_registry::{ffi, Registry};
+use handle_registry::demo::traverse::repeat_start;
+use handle_registry::{demo::ffi, Registry};
 
 #[path = "../benches/common/mod.rs"]
 mod common;

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use handle_registry::traverse::{
+use handle_registry::demo::traverse::{
     ignored_callbacks, publish, publish_on_c_thread, repeat_start, subscribe, trampoline_entries,
     traverse, traverse_file, traverse_file_mut, traverse_file_with, traverse_files_parallel,
     Callbacks, Subscription, SyncVisitor, Visitor,
 };
-use handle_registry::{ffi, Registry};
+use handle_registry::{demo::ffi, Registry};
 
 fn main() {
     let files = input_files();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use handle_registry::{panic::PanicCarrier, Registry};
 
-extern "C" {
+unsafe extern "C" {
     /// glibc: `void qsort_r(void *base, size_t nmemb, size_t size,
     ///   int (*compar)(const void *, const void *, void *), void *arg);`
     fn qsort_r(

@@ -11,7 +11,7 @@ use handle_registry::static_trampoline::pools::QSORT_COMPARE;
 
 type Compare = unsafe extern "C" fn(*const c_void, *const c_void) -> c_int;
 
-extern "C" {
+unsafe extern "C" {
     fn qsort(base: *mut c_void, n: usize, size: usize, compare: Compare);
 }
 

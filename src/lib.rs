@@ -32,6 +32,10 @@
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
+//! * [`static_trampoline`]: C function pointers without `user_data`.
+//! * `demo` (only with the `demo` cargo feature, which needs a C
+//!   compiler): the crate's own C library and its safe wrappers, the
+//!   test bed and the demo. Everything above is pure Rust.
 //!
 //! # Threads, re-entrancy and panics
 //!
@@ -47,8 +51,9 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "demo")]
+pub mod demo;
 mod error;
-pub mod ffi;
 mod free;
 mod guard;
 pub mod handle;
@@ -63,7 +68,6 @@ mod slot;
 pub mod static_trampoline;
 mod sync;
 mod thread;
-pub mod traverse;
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -177,7 +181,7 @@ pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
 /// [`Registry::with`].
 ///
 /// ```
-/// let mut log = Vec::new();
+/// let mut log: Vec<&str> = Vec::new();
 /// handle_registry::Registry::global()
 ///     .scope(&mut log, |p| handle_registry::with(p, |log: &mut Vec<&str>| log.push("called")))
 ///     .unwrap()

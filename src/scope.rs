@@ -143,7 +143,7 @@ impl Registry {
     /// use std::rc::Rc;
     /// use handle_registry::Registry;
     ///
-    /// let mut seen = Vec::new(); // a local, borrowed for the call
+    /// let mut seen: Vec<i32> = Vec::new(); // a local, borrowed for the call
     /// let r = Registry::global();
     /// // `c_call` stands for a C function that calls back synchronously.
     /// let c_call = |user_data| {

@@ -10,8 +10,8 @@ mod traverse_support;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use handle_registry::ffi::{self, TRAVERSE_MAX_SUBSCRIPTIONS};
-use handle_registry::traverse::{
+use handle_registry::demo::ffi::{self, TRAVERSE_MAX_SUBSCRIPTIONS};
+use handle_registry::demo::traverse::{
     ignored_callbacks, publish, publish_on_c_thread, subscribe, trampoline_entries, Callbacks,
     Subscription, TraverseError,
 };
@@ -132,7 +132,13 @@ fn forged_and_null_user_data_through_c_are_ignored() {
     let ignored = ignored_callbacks();
     for user_data in forged {
         // SAFETY: the trampolines accept any `user_data`.
-        unsafe { ffi::traverse(std::ptr::null_mut(), cbs, user_data as *mut c_void) };
+        unsafe {
+            ffi::traverse(
+                std::ptr::null_mut(),
+                cbs,
+                std::ptr::without_provenance_mut(user_data),
+            )
+        };
     }
     assert_eq!(ignored_callbacks() - ignored, 2 * forged.len() as u64);
     assert!(log.lock().unwrap().is_empty());

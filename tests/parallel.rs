@@ -9,8 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use handle_registry::ffi::TRAVERSE_MAX_FILES;
-use handle_registry::traverse::{traverse_files_parallel, SyncVisitor, TraverseError};
+use handle_registry::demo::ffi::TRAVERSE_MAX_FILES;
+use handle_registry::demo::traverse::{traverse_files_parallel, SyncVisitor, TraverseError};
 use traverse_support::{nested_pairs, TempFile};
 
 #[derive(Default)]

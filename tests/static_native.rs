@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
+use handle_registry::demo::static_native::{traverse_file, TraverseError, MAX_DEPTH};
 use handle_registry::panic::message;
-use handle_registry::static_trampoline::native::{traverse_file, TraverseError, MAX_DEPTH};
 use proptest::prelude::*;
 
 /// A file under the temporary directory, removed on drop.

@@ -6,8 +6,8 @@ mod traverse_support;
 use std::ffi::c_int;
 use std::sync::{Arc, Mutex};
 
-use handle_registry::ffi::{TRAVERSE_MAX_DEPTH, TRAVERSE_OK};
-use handle_registry::traverse::{
+use handle_registry::demo::ffi::{TRAVERSE_MAX_DEPTH, TRAVERSE_OK};
+use handle_registry::demo::traverse::{
     trampoline_entries, traverse, traverse_file, traverse_file_mut, traverse_file_with, Callbacks,
     TraverseError, Visitor,
 };
@@ -200,9 +200,9 @@ fn raw_c_agrees_with_the_wrapper() {
     let name = std::ffi::CString::new(file.path().to_str().unwrap()).unwrap();
     // SAFETY: a valid C string and NULL callbacks.
     let code: c_int = unsafe {
-        handle_registry::ffi::traverse_file(
+        handle_registry::demo::ffi::traverse_file(
             name.as_ptr(),
-            handle_registry::ffi::Callbacks::default(),
+            handle_registry::demo::ffi::Callbacks::default(),
             std::ptr::null_mut(),
         )
     };

@@ -4,7 +4,7 @@
 
 use std::ffi::{c_int, c_void};
 
-use handle_registry::traverse::Visitor;
+use handle_registry::demo::traverse::Visitor;
 
 /// The baseline: what a wrapper handing C a `&mut` does.
 pub unsafe extern "C" fn direct_start(user_data: *mut c_void, i: c_int) {

@@ -13,7 +13,7 @@
 //! use std::ffi::{c_int, c_void};
 //! use handle_registry::static_trampoline::pools::QSORT_COMPARE;
 //!
-//! extern "C" {
+//! unsafe extern "C" {
 //!     fn qsort(
 //!         base: *mut c_void,
 //!         n: usize,
@@ -42,8 +42,8 @@
 //!
 //! Declare pools for other signatures with
 //! [`static_callbacks!`](crate::static_callbacks); the ready-made ones are
-//! in [`pools`], and [`native`] wraps the crate's own C traversal without
-//! `user_data`.
+//! in [`pools`]. With the `demo` feature, `demo::static_native` wraps the
+//! crate's own C traversal without `user_data` in the same way.
 //!
 //! # Implementation notes
 //!
@@ -127,7 +127,7 @@
 //! linear. The limit is [`MAX_POOL_SIZE`] (64); `_` means
 //! [`DEFAULT_POOL_SIZE`] (8).
 //!
-//! * For synchronous APIs (`qsort`, `nftw`, the [`native`] traversal),
+//! * For synchronous APIs (`qsort`, `nftw`, the demo's `static_native` traversal),
 //!   count the threads that may run one at the same time, times the
 //!   nesting depth (a callback that starts another traversal of the same
 //!   signature holds a second slot).
@@ -173,7 +173,6 @@
 //! once per C operation, not once per call.
 
 mod macros;
-pub mod native;
 mod pool;
 pub mod pools;
 mod signature;

@@ -270,7 +270,7 @@ impl<F: Signature, const N: usize> Pool<F, N> {
     /// use std::ffi::{c_int, c_void};
     /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// extern "C" {
+    /// unsafe extern "C" {
     ///     fn qsort(
     ///         base: *mut c_void,
     ///         n: usize,
@@ -372,10 +372,10 @@ impl<F: Signature, const N: usize> Pool<F, N> {
     /// The C function pointer of slot `slot`, whoever owns it.
     ///
     /// ```
-    /// use handle_registry::static_trampoline::pools::NATIVE_START;
+    /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// assert!(NATIVE_START.fn_ptr(0).is_some());
-    /// assert!(NATIVE_START.fn_ptr(NATIVE_START.capacity()).is_none());
+    /// assert!(QSORT_COMPARE.fn_ptr(0).is_some());
+    /// assert!(QSORT_COMPARE.fn_ptr(QSORT_COMPARE.capacity()).is_none());
     /// ```
     pub fn fn_ptr(&self, slot: usize) -> Option<F> {
         self.fns.get(slot).copied()
@@ -499,11 +499,13 @@ impl<F: Signature, const N: usize> SlotGuard<F, N> {
     /// then (see the [module docs](super#what-is-guaranteed)).
     ///
     /// ```
-    /// use handle_registry::static_trampoline::pools::NATIVE_END;
+    /// use std::ffi::{c_int, c_void};
+    /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// let guard = NATIVE_END.acquire(Box::new(|_open, _close| {})).unwrap();
-    /// let end: extern "C" fn(i32, i32) = guard.fn_ptr();
-    /// end(0, 1);
+    /// let guard = QSORT_COMPARE.acquire(Box::new(|_a, _b| 0)).unwrap();
+    /// let compare: unsafe extern "C" fn(*const c_void, *const c_void) -> c_int = guard.fn_ptr();
+    /// // SAFETY: the closure reads neither pointer.
+    /// assert_eq!(unsafe { compare(std::ptr::null(), std::ptr::null()) }, 0);
     /// ```
     pub fn fn_ptr(&self) -> F {
         self.pool.fns[self.slot]
@@ -512,10 +514,10 @@ impl<F: Signature, const N: usize> SlotGuard<F, N> {
     /// Which slot of the pool this guard owns.
     ///
     /// ```
-    /// use handle_registry::static_trampoline::pools::NATIVE_START;
+    /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// let guard = NATIVE_START.acquire(Box::new(|_depth| {})).unwrap();
-    /// let slot_fn = NATIVE_START.fn_ptr(guard.slot()).unwrap();
+    /// let guard = QSORT_COMPARE.acquire(Box::new(|_a, _b| 0)).unwrap();
+    /// let slot_fn = QSORT_COMPARE.fn_ptr(guard.slot()).unwrap();
     /// assert_eq!(slot_fn as usize, guard.fn_ptr() as usize);
     /// ```
     pub fn slot(&self) -> usize {
@@ -525,10 +527,10 @@ impl<F: Signature, const N: usize> SlotGuard<F, N> {
     /// The pool the slot belongs to.
     ///
     /// ```
-    /// use handle_registry::static_trampoline::pools::NATIVE_START;
+    /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// let guard = NATIVE_START.acquire(Box::new(|_depth| {})).unwrap();
-    /// assert!(std::ptr::eq(guard.pool(), &NATIVE_START));
+    /// let guard = QSORT_COMPARE.acquire(Box::new(|_a, _b| 0)).unwrap();
+    /// assert!(std::ptr::eq(guard.pool(), &QSORT_COMPARE));
     /// ```
     pub fn pool(&self) -> &'static Pool<F, N> {
         self.pool

@@ -37,7 +37,7 @@ crate::static_callbacks! {
     /// use std::ffi::{c_int, c_void};
     /// use handle_registry::static_trampoline::pools::QSORT_COMPARE;
     ///
-    /// extern "C" {
+    /// unsafe extern "C" {
     ///     fn qsort(
     ///         base: *mut c_void,
     ///         n: usize,
@@ -77,7 +77,7 @@ crate::static_callbacks! {
     /// use handle_registry::static_trampoline::pools::{Ftw, NFTW_VISIT};
     ///
     /// type Visit = unsafe extern "C" fn(*const c_char, *const c_void, c_int, *mut Ftw) -> c_int;
-    /// extern "C" {
+    /// unsafe extern "C" {
     ///     fn nftw(dir: *const c_char, visit: Visit, fds: c_int, flags: c_int) -> c_int;
     /// }
     ///
@@ -103,34 +103,4 @@ crate::static_callbacks! {
         typeflag: c_int,
         ftw: *mut Ftw
     ) -> c_int; _] else 1;
-
-    /// `StaticStartFn` of `native/traverse_static.h`: `void (*)(int depth)`.
-    ///
-    /// ```
-    /// use handle_registry::static_trampoline::pools::NATIVE_START;
-    ///
-    /// let mut max_depth = 0;
-    /// NATIVE_START
-    ///     .scope(Box::new(|depth| max_depth = max_depth.max(depth)), |start| {
-    ///         start(0);
-    ///         start(2);
-    ///     })
-    ///     .unwrap();
-    /// assert_eq!(max_depth, 2);
-    /// ```
-    pub static NATIVE_START: [extern "C" fn(depth: c_int); _];
-
-    /// `StaticEndFn` of `native/traverse_static.h`:
-    /// `void (*)(int open_offset, int close_offset)`.
-    ///
-    /// ```
-    /// use handle_registry::static_trampoline::pools::NATIVE_END;
-    ///
-    /// let mut blocks = Vec::new();
-    /// NATIVE_END
-    ///     .scope(Box::new(|open, close| blocks.push((open, close))), |end| end(3, 9))
-    ///     .unwrap();
-    /// assert_eq!(blocks, [(3, 9)]);
-    /// ```
-    pub static NATIVE_END: [extern "C" fn(open_offset: c_int, close_offset: c_int); _];
 }

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use handle_registry::ffi::TRAVERSE_MAX_DEPTH;
-use handle_registry::traverse::{TraverseError, Visitor};
+use handle_registry::demo::ffi::TRAVERSE_MAX_DEPTH;
+use handle_registry::demo::traverse::{TraverseError, Visitor};
 
 /// A file in the temp dir, removed on drop.
 pub struct TempFile {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use super::route::{self, Event, Route, Wants};
 use super::{Callbacks, TraverseError};
+use crate::demo::ffi;
 use crate::panic::PanicCarrier;
-use crate::{ffi, Handle};
+use crate::Handle;
 
 /// Receives the events of a traversal; every method defaults to a no-op.
 ///
@@ -18,7 +19,7 @@ use crate::{ffi, Handle};
 /// registry can hand its values to any thread.
 ///
 /// ```
-/// use handle_registry::traverse::{traverse_file, Visitor};
+/// use handle_registry::demo::traverse::{traverse_file, Visitor};
 ///
 /// #[derive(Default)]
 /// struct Blocks(Vec<(i32, i32)>);
@@ -40,7 +41,7 @@ pub trait Visitor: Send + 'static {
     /// [`traverse`] reports 100).
     ///
     /// ```
-    /// use handle_registry::traverse::{traverse, Visitor};
+    /// use handle_registry::demo::traverse::{traverse, Visitor};
     ///
     /// struct Depth(i32);
     /// impl Visitor for Depth {
@@ -56,7 +57,7 @@ pub trait Visitor: Send + 'static {
     /// and `}` (the seed's [`traverse`] reports 2 and 3).
     ///
     /// ```
-    /// use handle_registry::traverse::{traverse, Visitor};
+    /// use handle_registry::demo::traverse::{traverse, Visitor};
     ///
     /// struct Span(i32, i32);
     /// impl Visitor for Span {
@@ -138,7 +139,7 @@ pub(crate) fn with_exclusive<V: Visitor, R>(
 /// Resumes a panic raised by the visitor, after C returned.
 ///
 /// ```
-/// use handle_registry::traverse::{traverse, Visitor};
+/// use handle_registry::demo::traverse::{traverse, Visitor};
 ///
 /// #[derive(Default)]
 /// struct Log(Vec<String>);
@@ -172,7 +173,7 @@ pub fn traverse<V: Visitor>(filename: &CStr, visitor: V) -> Result<V, TraverseEr
 /// after the panic are not delivered.
 ///
 /// ```
-/// use handle_registry::traverse::{traverse_file, TraverseError, Visitor};
+/// use handle_registry::demo::traverse::{traverse_file, TraverseError, Visitor};
 ///
 /// #[derive(Default)]
 /// struct Count(usize);
@@ -202,7 +203,7 @@ pub fn traverse_file<V: Visitor>(path: impl AsRef<Path>, visitor: V) -> Result<V
 /// stays the default, and the panic is resumed.
 ///
 /// ```
-/// use handle_registry::traverse::{traverse_file_mut, TraverseError, Visitor};
+/// use handle_registry::demo::traverse::{traverse_file_mut, TraverseError, Visitor};
 ///
 /// #[derive(Default)]
 /// struct Opened(Vec<i32>);
@@ -246,7 +247,7 @@ fn file_with_code<V: Visitor>(path: &Path, visitor: V) -> Result<(V, c_int), Tra
 /// the trampoline but are skipped.
 ///
 /// ```
-/// use handle_registry::traverse::{repeat_start, Visitor};
+/// use handle_registry::demo::traverse::{repeat_start, Visitor};
 ///
 /// struct Sum(i64);
 /// impl Visitor for Sum {

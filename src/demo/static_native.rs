@@ -4,15 +4,46 @@
 //! Each call binds its two closures to a slot of
 //! [`NATIVE_START`] and [`NATIVE_END`] for the duration of the C
 //! call, so traversals on different threads run at once, each with its own
-//! state, and at most [`DEFAULT_POOL_SIZE`](super::DEFAULT_POOL_SIZE) of
+//! state, and at most [`DEFAULT_POOL_SIZE`](crate::static_trampoline::DEFAULT_POOL_SIZE) of
 //! them at a time.
 
-use std::ffi::CString;
+use std::ffi::{c_int, CString};
 use std::fmt;
 use std::path::Path;
 
-use super::pools::{NATIVE_END, NATIVE_START};
-use super::PoolExhausted;
+use crate::static_trampoline::PoolExhausted;
+
+crate::static_callbacks! {
+    /// `StaticStartFn` of `native/traverse_static.h`: `void (*)(int depth)`.
+    ///
+    /// ```
+    /// use handle_registry::demo::static_native::NATIVE_START;
+    ///
+    /// let mut max_depth = 0;
+    /// NATIVE_START
+    ///     .scope(Box::new(|depth| max_depth = max_depth.max(depth)), |start| {
+    ///         start(0);
+    ///         start(2);
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(max_depth, 2);
+    /// ```
+    pub static NATIVE_START: [extern "C" fn(depth: c_int); _];
+
+    /// `StaticEndFn` of `native/traverse_static.h`:
+    /// `void (*)(int open_offset, int close_offset)`.
+    ///
+    /// ```
+    /// use handle_registry::demo::static_native::NATIVE_END;
+    ///
+    /// let mut blocks = Vec::new();
+    /// NATIVE_END
+    ///     .scope(Box::new(|open, close| blocks.push((open, close))), |end| end(3, 9))
+    ///     .unwrap();
+    /// assert_eq!(blocks, [(3, 9)]);
+    /// ```
+    pub static NATIVE_END: [extern "C" fn(open_offset: c_int, close_offset: c_int); _];
+}
 
 /// Raw bindings; layouts checked against the C compiler's in the tests.
 mod ffi {
@@ -50,14 +81,14 @@ mod ffi {
 /// How deeply blocks may nest before [`TraverseError::TooDeep`].
 ///
 /// ```
-/// assert_eq!(handle_registry::static_trampoline::native::MAX_DEPTH, 1024);
+/// assert_eq!(handle_registry::demo::static_native::MAX_DEPTH, 1024);
 /// ```
 pub const MAX_DEPTH: usize = ffi::MAX_DEPTH as usize;
 
 /// Why [`traverse_file`] failed.
 ///
 /// ```
-/// use handle_registry::static_trampoline::native::{traverse_file, TraverseError};
+/// use handle_registry::demo::static_native::{traverse_file, TraverseError};
 ///
 /// let err = traverse_file("/no/such/file", |_| {}, |_, _| {}).unwrap_err();
 /// assert_eq!(err, TraverseError::Io);
@@ -112,7 +143,7 @@ impl From<PoolExhausted> for TraverseError {
 /// in a closure skips the remaining events and is resumed here.
 ///
 /// ```
-/// use handle_registry::static_trampoline::native::traverse_file;
+/// use handle_registry::demo::static_native::traverse_file;
 ///
 /// let path = std::env::temp_dir().join(format!("hr-doc-static-{}.txt", std::process::id()));
 /// std::fs::write(&path, "a { b { c } } { }").unwrap();
@@ -151,9 +182,9 @@ pub fn traverse_file(
     }
 }
 
-/// The path as C wants it (see [`crate::ffi::c_path`]).
+/// The path as C wants it (see [`crate::demo::ffi::c_path`]).
 fn c_path(path: &Path) -> Result<CString, TraverseError> {
-    crate::ffi::c_path(path).ok_or(TraverseError::InvalidPath)
+    crate::demo::ffi::c_path(path).ok_or(TraverseError::InvalidPath)
 }
 
 #[cfg(test)]

@@ -3,16 +3,16 @@
 //! The library stands for any C library that reports events through
 //! callbacks plus `user_data`; `build.rs` compiles it into this crate. Its
 //! header documents every function: which thread calls back, and which
-//! error code means what. The safe wrapper is [`traverse`](crate::traverse).
+//! error code means what. The safe wrapper is [`traverse`](crate::demo::traverse).
 //!
 //! Everything here is `unsafe` to call because C cannot check its
 //! arguments: strings must be NUL-terminated and live for the call, and the
 //! callbacks must accept the `user_data` they are given. The trampolines of
-//! [`traverse`](crate::traverse) accept *any* `user_data`, which is what
+//! [`traverse`](crate::demo::traverse) accept *any* `user_data`, which is what
 //! makes the safe wrapper safe.
 //!
 //! ```
-//! use handle_registry::ffi;
+//! use handle_registry::demo::ffi;
 //!
 //! // NULL callbacks are skipped, so nothing is called and anything goes
 //! // as user_data.
@@ -30,7 +30,7 @@ use std::ffi::{c_char, c_int, c_void};
 /// unsafe extern "C" fn on_start(user_data: *mut std::ffi::c_void, depth: std::ffi::c_int) {
 ///     let _ = (user_data, depth);
 /// }
-/// let start: handle_registry::ffi::StartCallbackFn = Some(on_start);
+/// let start: handle_registry::demo::ffi::StartCallbackFn = Some(on_start);
 /// assert!(start.is_some());
 /// ```
 pub type StartCallbackFn = Option<unsafe extern "C" fn(user_data: *mut c_void, i: c_int)>;
@@ -38,7 +38,7 @@ pub type StartCallbackFn = Option<unsafe extern "C" fn(user_data: *mut c_void, i
 /// `typedef void (*EndCallbackFn)(void* user_data, int a, int b);`, nullable.
 ///
 /// ```
-/// let end: handle_registry::ffi::EndCallbackFn = None; // C skips the event
+/// let end: handle_registry::demo::ffi::EndCallbackFn = None; // C skips the event
 /// assert!(end.is_none());
 /// ```
 pub type EndCallbackFn = Option<unsafe extern "C" fn(user_data: *mut c_void, a: c_int, b: c_int)>;
@@ -49,7 +49,7 @@ pub type EndCallbackFn = Option<unsafe extern "C" fn(user_data: *mut c_void, a: 
 ///
 /// ```
 /// use std::ffi::{c_int, c_void};
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 ///
 /// unsafe extern "C" fn count(user_data: *mut c_void, _i: c_int) {
 ///     // SAFETY: this example passes a pointer to a live u32 below.
@@ -74,13 +74,13 @@ pub struct Callbacks {
 /// Success.
 ///
 /// ```
-/// assert_eq!(handle_registry::ffi::TRAVERSE_OK, 0);
+/// assert_eq!(handle_registry::demo::ffi::TRAVERSE_OK, 0);
 /// ```
 pub const TRAVERSE_OK: c_int = 0;
 /// An argument is invalid: a NULL filename or array, a negative count.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: NULL is what this checks; no callback can be reached.
 /// let code = unsafe { ffi::traverse_file(std::ptr::null(), ffi::Callbacks::default(), std::ptr::null_mut()) };
 /// assert_eq!(code, ffi::TRAVERSE_ERR_ARG);
@@ -89,7 +89,7 @@ pub const TRAVERSE_ERR_ARG: c_int = -1;
 /// The file does not exist or cannot be opened.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: a valid C string and NULL callbacks.
 /// let code = unsafe { ffi::traverse_file(c"/no/such/file".as_ptr(), ffi::Callbacks::default(), std::ptr::null_mut()) };
 /// assert_eq!(code, ffi::TRAVERSE_ERR_OPEN);
@@ -98,7 +98,7 @@ pub const TRAVERSE_ERR_OPEN: c_int = -2;
 /// Reading failed, for example because the path names a directory.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: a valid C string and NULL callbacks.
 /// let code = unsafe { ffi::traverse_file(c"/".as_ptr(), ffi::Callbacks::default(), std::ptr::null_mut()) };
 /// assert_eq!(code, ffi::TRAVERSE_ERR_READ);
@@ -107,7 +107,7 @@ pub const TRAVERSE_ERR_READ: c_int = -3;
 /// The file is larger than `INT_MAX` bytes: offsets would not fit an `int`.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: `traverse_strerror` returns a static C string.
 /// let text = unsafe { std::ffi::CStr::from_ptr(ffi::traverse_strerror(ffi::TRAVERSE_ERR_TOO_LARGE)) };
 /// assert_eq!(text, c"file larger than INT_MAX bytes");
@@ -116,7 +116,7 @@ pub const TRAVERSE_ERR_TOO_LARGE: c_int = -4;
 /// The file contains a NUL byte: binary data, not text.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// let path = std::env::temp_dir().join(format!("ffi-not-text-{}", std::process::id()));
 /// std::fs::write(&path, b"{\0}").unwrap();
 /// let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
@@ -129,7 +129,7 @@ pub const TRAVERSE_ERR_NOT_TEXT: c_int = -5;
 /// Malformed: a `}` closes no open block.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: `traverse_strerror` returns a static C string.
 /// let text = unsafe { std::ffi::CStr::from_ptr(ffi::traverse_strerror(ffi::TRAVERSE_ERR_UNMATCHED_CLOSE)) };
 /// assert_eq!(text, c"'}' without a matching '{'");
@@ -138,7 +138,7 @@ pub const TRAVERSE_ERR_UNMATCHED_CLOSE: c_int = -6;
 /// Malformed: the file ends inside an open block.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: `traverse_strerror` returns a static C string.
 /// let text = unsafe { std::ffi::CStr::from_ptr(ffi::traverse_strerror(ffi::TRAVERSE_ERR_UNCLOSED)) };
 /// assert_eq!(text, c"file ends inside an open block");
@@ -147,7 +147,7 @@ pub const TRAVERSE_ERR_UNCLOSED: c_int = -7;
 /// Blocks are nested deeper than [`TRAVERSE_MAX_DEPTH`].
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// let path = std::env::temp_dir().join(format!("ffi-too-deep-{}", std::process::id()));
 /// std::fs::write(&path, "{".repeat(ffi::TRAVERSE_MAX_DEPTH as usize + 1)).unwrap();
 /// let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
@@ -160,7 +160,7 @@ pub const TRAVERSE_ERR_TOO_DEEP: c_int = -8;
 /// Out of memory.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: `traverse_strerror` returns a static C string.
 /// let text = unsafe { std::ffi::CStr::from_ptr(ffi::traverse_strerror(ffi::TRAVERSE_ERR_NOMEM)) };
 /// assert_eq!(text, c"out of memory");
@@ -169,7 +169,7 @@ pub const TRAVERSE_ERR_NOMEM: c_int = -9;
 /// A thread could not be created or joined, or a mutex locked.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: `traverse_strerror` returns a static C string.
 /// let text = unsafe { std::ffi::CStr::from_ptr(ffi::traverse_strerror(ffi::TRAVERSE_ERR_THREAD)) };
 /// assert_eq!(text, c"thread or mutex operation failed");
@@ -178,7 +178,7 @@ pub const TRAVERSE_ERR_THREAD: c_int = -10;
 /// [`traverse_files_parallel`] got more than [`TRAVERSE_MAX_FILES`] files.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// let names = vec![c"x".as_ptr(); ffi::TRAVERSE_MAX_FILES as usize + 1];
 /// // SAFETY: `names` holds `count` valid C strings; the count is refused
 /// // before any is read.
@@ -191,7 +191,7 @@ pub const TRAVERSE_ERR_TOO_MANY_FILES: c_int = -11;
 /// [`traverse_subscribe`]: every subscription slot, or every id, is taken.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// let cbs = ffi::Callbacks::default();
 /// // SAFETY: NULL callbacks; every id is unsubscribed below.
 /// let ids: Vec<i32> = (0..=ffi::TRAVERSE_MAX_SUBSCRIPTIONS)
@@ -207,7 +207,7 @@ pub const TRAVERSE_ERR_FULL: c_int = -12;
 /// [`traverse_unsubscribe`]: no live subscription has this id.
 ///
 /// ```
-/// use handle_registry::ffi;
+/// use handle_registry::demo::ffi;
 /// // SAFETY: plain integer argument.
 /// assert_eq!(unsafe { ffi::traverse_unsubscribe(12345) }, ffi::TRAVERSE_ERR_NO_SUBSCRIPTION);
 /// ```
@@ -216,19 +216,19 @@ pub const TRAVERSE_ERR_NO_SUBSCRIPTION: c_int = -13;
 /// Deepest nesting reported; one level deeper is [`TRAVERSE_ERR_TOO_DEEP`].
 ///
 /// ```
-/// assert_eq!(handle_registry::ffi::TRAVERSE_MAX_DEPTH, 1024);
+/// assert_eq!(handle_registry::demo::ffi::TRAVERSE_MAX_DEPTH, 1024);
 /// ```
 pub const TRAVERSE_MAX_DEPTH: c_int = 1024;
 /// Most files one [`traverse_files_parallel`] call accepts (one thread each).
 ///
 /// ```
-/// assert_eq!(handle_registry::ffi::TRAVERSE_MAX_FILES, 64);
+/// assert_eq!(handle_registry::demo::ffi::TRAVERSE_MAX_FILES, 64);
 /// ```
 pub const TRAVERSE_MAX_FILES: c_int = 64;
 /// Most subscriptions live at once.
 ///
 /// ```
-/// assert_eq!(handle_registry::ffi::TRAVERSE_MAX_SUBSCRIPTIONS, 16);
+/// assert_eq!(handle_registry::demo::ffi::TRAVERSE_MAX_SUBSCRIPTIONS, 16);
 /// ```
 pub const TRAVERSE_MAX_SUBSCRIPTIONS: c_int = 16;
 
@@ -241,7 +241,7 @@ extern "C" {
     /// Each non-NULL callback must accept `user_data`.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: NULL callbacks: nothing is called.
     /// unsafe { ffi::traverse(std::ptr::null_mut(), ffi::Callbacks::default(), std::ptr::null_mut()) };
     /// ```
@@ -257,7 +257,7 @@ extern "C" {
     /// must accept `user_data`.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// let path = std::env::temp_dir().join(format!("ffi-file-{}", std::process::id()));
     /// std::fs::write(&path, "{ { } }").unwrap();
     /// let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
@@ -280,7 +280,7 @@ extern "C" {
     /// must accept `user_data` from any thread, concurrently.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// let names = [c"/no/such/a".as_ptr(), c"/no/such/b".as_ptr()];
     /// let mut results = [0; 2];
     /// // SAFETY: two valid C strings, room for two results, NULL callbacks.
@@ -308,7 +308,7 @@ extern "C" {
     /// [`traverse_unsubscribe`] returned has finished.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: NULL callbacks.
     /// let id = unsafe { ffi::traverse_subscribe(ffi::Callbacks::default(), std::ptr::null_mut()) };
     /// assert!(id > 0);
@@ -325,7 +325,7 @@ extern "C" {
     /// Always safe; `unsafe` as every foreign function is.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: plain integer argument.
     /// assert_eq!(unsafe { ffi::traverse_unsubscribe(-1) }, ffi::TRAVERSE_ERR_NO_SUBSCRIPTION);
     /// ```
@@ -340,7 +340,7 @@ extern "C" {
     /// must accept their `user_data` (see [`traverse_subscribe`]).
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: a valid C string.
     /// assert_eq!(unsafe { ffi::traverse_publish(c"/no/such/file".as_ptr()) }, ffi::TRAVERSE_ERR_OPEN);
     /// ```
@@ -353,7 +353,7 @@ extern "C" {
     /// As [`traverse_publish`], with callbacks called from a C thread.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: a valid C string.
     /// assert_eq!(unsafe { ffi::traverse_publish_on_thread(c"/no/such/file".as_ptr()) }, ffi::TRAVERSE_ERR_OPEN);
     /// ```
@@ -367,7 +367,7 @@ extern "C" {
     ///
     /// ```
     /// use std::ffi::{c_int, c_void};
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     ///
     /// unsafe extern "C" fn add(user_data: *mut c_void, i: c_int) {
     ///     // SAFETY: the example passes a pointer to a live i64.
@@ -388,7 +388,7 @@ extern "C" {
     /// Always safe; the result is a static NUL-terminated string.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: the result is a static C string.
     /// let text = unsafe { std::ffi::CStr::from_ptr(ffi::traverse_strerror(ffi::TRAVERSE_ERR_OPEN)) };
     /// assert_eq!(text, c"cannot open file");
@@ -402,7 +402,7 @@ extern "C" {
     /// Always safe.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: no arguments, no state.
     /// let size = unsafe { ffi::traverse_abi_sizeof_callbacks() };
     /// assert_eq!(size, std::mem::size_of::<ffi::Callbacks>());
@@ -416,7 +416,7 @@ extern "C" {
     /// Always safe.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: no arguments, no state.
     /// let align = unsafe { ffi::traverse_abi_alignof_callbacks() };
     /// assert_eq!(align, std::mem::align_of::<ffi::Callbacks>());
@@ -430,7 +430,7 @@ extern "C" {
     /// Always safe.
     ///
     /// ```
-    /// use handle_registry::ffi;
+    /// use handle_registry::demo::ffi;
     /// // SAFETY: no arguments, no state.
     /// let offset = unsafe { ffi::traverse_abi_offsetof_end() };
     /// assert_eq!(offset, std::mem::offset_of!(ffi::Callbacks, end));

@@ -21,7 +21,7 @@ type EndFn = Box<dyn FnMut(i32, i32) + Send>;
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use handle_registry::traverse::{traverse_file_with, Callbacks};
+/// use handle_registry::demo::traverse::{traverse_file_with, Callbacks};
 ///
 /// let closed = Arc::new(Mutex::new(Vec::new()));
 /// let sink = Arc::clone(&closed);
@@ -49,7 +49,7 @@ impl Callbacks {
     /// No closures: C is given two NULL pointers.
     ///
     /// ```
-    /// let none = handle_registry::traverse::Callbacks::new();
+    /// let none = handle_registry::demo::traverse::Callbacks::new();
     /// assert!(none.start.is_none() && none.end.is_none());
     /// ```
     pub fn new() -> Callbacks {
@@ -59,7 +59,7 @@ impl Callbacks {
     /// Sets the closure for block openings.
     ///
     /// ```
-    /// use handle_registry::traverse::{traverse, Callbacks};
+    /// use handle_registry::demo::traverse::{traverse, Callbacks};
     ///
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// traverse(c"seed", Callbacks::new().on_start(move |depth| tx.send(depth).unwrap())).unwrap();
@@ -73,7 +73,7 @@ impl Callbacks {
     /// Sets the closure for block closings.
     ///
     /// ```
-    /// use handle_registry::traverse::{traverse, Callbacks};
+    /// use handle_registry::demo::traverse::{traverse, Callbacks};
     ///
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// traverse(c"seed", Callbacks::new().on_end(move |a, b| tx.send((a, b)).unwrap())).unwrap();
@@ -122,7 +122,7 @@ impl fmt::Debug for Callbacks {
 /// ```
 /// use std::sync::atomic::{AtomicI32, Ordering};
 /// use std::sync::Arc;
-/// use handle_registry::traverse::{traverse_file_with, Callbacks};
+/// use handle_registry::demo::traverse::{traverse_file_with, Callbacks};
 ///
 /// let deepest = Arc::new(AtomicI32::new(0));
 /// let seen = Arc::clone(&deepest);

@@ -14,15 +14,16 @@ use std::sync::Arc;
 
 use super::route::{self, Event, Route, Wants};
 use super::TraverseError;
+use crate::demo::ffi;
 use crate::panic::PanicCarrier;
-use crate::{ffi, Handle};
+use crate::Handle;
 
 /// Receives events from several C threads at once; every method defaults
 /// to a no-op. Mutate through atomics or locks.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use handle_registry::traverse::SyncVisitor;
+/// use handle_registry::demo::traverse::SyncVisitor;
 ///
 /// #[derive(Default)]
 /// struct Blocks(AtomicUsize);
@@ -39,7 +40,7 @@ pub trait SyncVisitor: Send + Sync + 'static {
     ///
     /// ```
     /// use std::sync::atomic::{AtomicI32, Ordering};
-    /// use handle_registry::traverse::SyncVisitor;
+    /// use handle_registry::demo::traverse::SyncVisitor;
     ///
     /// struct Deepest(AtomicI32);
     /// impl SyncVisitor for Deepest {
@@ -54,7 +55,7 @@ pub trait SyncVisitor: Send + Sync + 'static {
     ///
     /// ```
     /// use std::sync::atomic::{AtomicI64, Ordering};
-    /// use handle_registry::traverse::SyncVisitor;
+    /// use handle_registry::demo::traverse::SyncVisitor;
     ///
     /// struct Bytes(AtomicI64);
     /// impl SyncVisitor for Bytes {
@@ -74,7 +75,7 @@ pub trait SyncVisitor: Send + Sync + 'static {
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::sync::Arc;
-/// use handle_registry::traverse::{traverse_files_parallel, SyncVisitor};
+/// use handle_registry::demo::traverse::{traverse_files_parallel, SyncVisitor};
 ///
 /// #[derive(Default)]
 /// struct Opened(AtomicUsize);
@@ -102,7 +103,7 @@ impl<V: SyncVisitor> SyncVisitor for Arc<V> {
 /// What [`traverse_files_parallel`] gives back.
 ///
 /// ```
-/// use handle_registry::traverse::{traverse_files_parallel, SyncVisitor, TraverseError};
+/// use handle_registry::demo::traverse::{traverse_files_parallel, SyncVisitor, TraverseError};
 ///
 /// struct Nothing;
 /// impl SyncVisitor for Nothing {}
@@ -154,7 +155,7 @@ impl<V: SyncVisitor> Route for Shared<V> {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use handle_registry::traverse::{traverse_files_parallel, SyncVisitor};
+/// use handle_registry::demo::traverse::{traverse_files_parallel, SyncVisitor};
 ///
 /// #[derive(Default)]
 /// struct Blocks(AtomicUsize);

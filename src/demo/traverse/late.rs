@@ -14,8 +14,9 @@ use std::sync::Arc;
 use super::route;
 use super::visitor::{wants_of, Exclusive};
 use super::{Callbacks, TraverseError};
+use crate::demo::ffi;
 use crate::panic::PanicCarrier;
-use crate::{ffi, Handle};
+use crate::Handle;
 
 /// A registration of [`Callbacks`] with the C library; unregisters on drop.
 ///
@@ -27,7 +28,7 @@ use crate::{ffi, Handle};
 ///
 /// ```
 /// use std::sync::mpsc;
-/// use handle_registry::traverse::{publish, subscribe, Callbacks};
+/// use handle_registry::demo::traverse::{publish, subscribe, Callbacks};
 ///
 /// let (tx, rx) = mpsc::channel();
 /// let subscription = subscribe(Callbacks::new().on_start(move |d| tx.send(d).unwrap())).unwrap();
@@ -56,7 +57,7 @@ pub struct Subscription {
 /// [`ffi::TRAVERSE_MAX_SUBSCRIPTIONS`] are live.
 ///
 /// ```
-/// use handle_registry::traverse::{subscribe, Callbacks};
+/// use handle_registry::demo::traverse::{subscribe, Callbacks};
 ///
 /// let a = subscribe(Callbacks::new()).unwrap();
 /// let b = subscribe(Callbacks::new()).unwrap();
@@ -89,7 +90,7 @@ impl Subscription {
     /// The C library's id for this subscription.
     ///
     /// ```
-    /// let s = handle_registry::traverse::subscribe(Default::default()).unwrap();
+    /// let s = handle_registry::demo::traverse::subscribe(Default::default()).unwrap();
     /// assert!(s.id() > 0);
     /// ```
     pub fn id(&self) -> i32 {
@@ -100,7 +101,7 @@ impl Subscription {
     /// subscription is dropped.
     ///
     /// ```
-    /// use handle_registry::traverse::{subscribe, Callbacks};
+    /// use handle_registry::demo::traverse::{subscribe, Callbacks};
     ///
     /// let s = subscribe(Callbacks::new()).unwrap();
     /// let user_data = s.user_data();
@@ -117,7 +118,7 @@ impl Subscription {
     /// this is exactly what a C library keeps, and what it would call late.
     ///
     /// ```
-    /// use handle_registry::traverse::{subscribe, Callbacks};
+    /// use handle_registry::demo::traverse::{subscribe, Callbacks};
     ///
     /// let s = subscribe(Callbacks::new().on_end(|_, _| {})).unwrap();
     /// assert!(s.c_callbacks().start.is_none());
@@ -132,7 +133,7 @@ impl Subscription {
     /// subscription's callbacks are skipped for good.
     ///
     /// ```
-    /// use handle_registry::traverse::{publish, subscribe, Callbacks, TraverseError};
+    /// use handle_registry::demo::traverse::{publish, subscribe, Callbacks, TraverseError};
     ///
     /// let s = subscribe(Callbacks::new().on_start(|_| panic!("late boom"))).unwrap();
     /// let path = std::env::temp_dir().join(format!("check-doc-{}", std::process::id()));
@@ -172,7 +173,7 @@ impl std::fmt::Debug for Subscription {
 /// subscription, in subscription order.
 ///
 /// ```
-/// use handle_registry::traverse::{publish, TraverseError};
+/// use handle_registry::demo::traverse::{publish, TraverseError};
 ///
 /// assert_eq!(publish("/no/such/file"), Err(TraverseError::Open));
 /// ```
@@ -188,7 +189,7 @@ pub fn publish(path: impl AsRef<Path>) -> Result<(), TraverseError> {
 ///
 /// ```
 /// use std::sync::mpsc;
-/// use handle_registry::traverse::{publish_on_c_thread, subscribe, Callbacks};
+/// use handle_registry::demo::traverse::{publish_on_c_thread, subscribe, Callbacks};
 ///
 /// let (tx, rx) = mpsc::channel();
 /// let _s = subscribe(Callbacks::new().on_start(move |_| tx.send(std::thread::current().id()).unwrap())).unwrap();

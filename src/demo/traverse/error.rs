@@ -4,7 +4,7 @@ use std::any::Any;
 use std::ffi::c_int;
 use std::fmt;
 
-use crate::ffi;
+use crate::demo::ffi;
 
 /// Why a traversal failed.
 ///
@@ -14,7 +14,7 @@ use crate::ffi;
 /// someone removed from the registry behind the traversal's back.
 ///
 /// ```
-/// use handle_registry::traverse::{traverse_file, TraverseError, Visitor};
+/// use handle_registry::demo::traverse::{traverse_file, TraverseError, Visitor};
 ///
 /// struct Nothing;
 /// impl Visitor for Nothing {}
@@ -22,7 +22,7 @@ use crate::ffi;
 /// let err = traverse_file("/no/such/file", Nothing).err().unwrap();
 /// assert_eq!(err, TraverseError::Open);
 /// assert_eq!(err.to_string(), "cannot open the file");
-/// assert_eq!(err.code(), Some(handle_registry::ffi::TRAVERSE_ERR_OPEN));
+/// assert_eq!(err.code(), Some(handle_registry::demo::ffi::TRAVERSE_ERR_OPEN));
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl TraverseError {
     /// `Ok(())` for [`ffi::TRAVERSE_OK`], the matching error otherwise.
     ///
     /// ```
-    /// use handle_registry::{ffi, traverse::TraverseError};
+    /// use handle_registry::demo::{ffi, traverse::TraverseError};
     ///
     /// assert_eq!(TraverseError::check(ffi::TRAVERSE_OK), Ok(()));
     /// assert_eq!(TraverseError::check(ffi::TRAVERSE_ERR_UNCLOSED), Err(TraverseError::Unclosed));
@@ -103,7 +103,7 @@ impl TraverseError {
     /// The C library's code for this error, `None` for Rust-side errors.
     ///
     /// ```
-    /// use handle_registry::{ffi, traverse::TraverseError};
+    /// use handle_registry::demo::{ffi, traverse::TraverseError};
     ///
     /// assert_eq!(TraverseError::TooDeep.code(), Some(ffi::TRAVERSE_ERR_TOO_DEEP));
     /// assert_eq!(TraverseError::InvalidPath.code(), None);
@@ -134,7 +134,7 @@ impl TraverseError {
     /// deep.
     ///
     /// ```
-    /// use handle_registry::traverse::TraverseError;
+    /// use handle_registry::demo::traverse::TraverseError;
     ///
     /// assert!(TraverseError::UnmatchedClose.is_malformed());
     /// assert!(!TraverseError::Open.is_malformed());

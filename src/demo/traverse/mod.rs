@@ -1,7 +1,7 @@
 //! The seed's example, made safe: a C library calling Rust back through the
 //! registry.
 //!
-//! The C library in `native/traverse.h` ([`ffi`](crate::ffi)) reads a file
+//! The C library in `native/traverse.h` ([`ffi`](crate::demo::ffi)) reads a file
 //! and reports each `{ … }` block through callbacks plus `user_data`:
 //! `start(depth)` when a block opens, `end(open, close)` (byte offsets)
 //! when it closes. This module gives it the two shapes of the seed's Go
@@ -29,7 +29,7 @@
 //! it comes back as [`TraverseError::Panicked`] instead.
 //!
 //! ```
-//! use handle_registry::traverse::{traverse_file, Visitor};
+//! use handle_registry::demo::traverse::{traverse_file, Visitor};
 //!
 //! #[derive(Default)]
 //! struct Deepest(i32);
@@ -64,7 +64,7 @@ pub use parallel::{traverse_files_parallel, ParallelTraversal, SyncVisitor};
 pub use route::{ignored_callbacks, trampoline_entries};
 pub use visitor::{repeat_start, traverse, traverse_file, traverse_file_mut, Visitor};
 
-/// The path as C wants it (see [`crate::ffi::c_path`]).
+/// The path as C wants it (see [`crate::demo::ffi::c_path`]).
 fn c_path(path: &Path) -> Result<CString, TraverseError> {
-    crate::ffi::c_path(path).ok_or(TraverseError::InvalidPath)
+    crate::demo::ffi::c_path(path).ok_or(TraverseError::InvalidPath)
 }

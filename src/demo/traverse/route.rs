@@ -11,7 +11,7 @@ use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ffi;
+use crate::demo::ffi;
 
 static IGNORED: AtomicU64 = AtomicU64::new(0);
 
@@ -26,13 +26,13 @@ thread_local! {
 /// or already borrowed by this thread) and were ignored, process-wide.
 ///
 /// ```
-/// use handle_registry::traverse::{ignored_callbacks, subscribe, Callbacks};
+/// use handle_registry::demo::traverse::{ignored_callbacks, subscribe, Callbacks};
 ///
 /// let before = ignored_callbacks();
 /// let subscription = subscribe(Callbacks::new().on_start(|_| {})).unwrap();
 /// let (cbs, forged) = (subscription.c_callbacks(), 0x1234 as *mut std::ffi::c_void);
 /// // SAFETY: the trampolines accept any user_data.
-/// unsafe { handle_registry::ffi::traverse(std::ptr::null_mut(), cbs, forged) };
+/// unsafe { handle_registry::demo::ffi::traverse(std::ptr::null_mut(), cbs, forged) };
 /// assert_eq!(ignored_callbacks(), before + 1); // start was called, end is NULL
 /// ```
 pub fn ignored_callbacks() -> u64 {
@@ -43,7 +43,7 @@ pub fn ignored_callbacks() -> u64 {
 /// thread, resolved or not. It shows which events reach Rust at all.
 ///
 /// ```
-/// use handle_registry::traverse::{trampoline_entries, traverse, Callbacks};
+/// use handle_registry::demo::traverse::{trampoline_entries, traverse, Callbacks};
 ///
 /// let before = trampoline_entries();
 /// // The seed reports one start and one end; only `end` has a closure, so
@@ -151,9 +151,9 @@ mod tests {
         let other_type = crate::save(String::new());
         let garbage = [
             std::ptr::null_mut(),
-            usize::MAX as *mut c_void,
-            0x3 as *mut c_void,
-            0xdead_beef as *mut c_void,
+            std::ptr::without_provenance_mut(usize::MAX),
+            std::ptr::without_provenance_mut(0x3),
+            std::ptr::without_provenance_mut(0xdead_beef),
             stale,
             other_type,
         ];
