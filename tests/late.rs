@@ -7,7 +7,6 @@
 
 mod traverse_support;
 
-use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use handle_registry::demo::ffi::{self, TRAVERSE_MAX_SUBSCRIPTIONS};
