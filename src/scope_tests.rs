@@ -88,7 +88,9 @@ fn a_callback_inside_itself_is_busy() {
     let r = Registry::new();
     let mut n = 0u8;
     let inner = r
-        .scope(&mut n, |p| r.with(p, |_: &mut u8| r.with(p, |_: &mut u8| ())))
+        .scope(&mut n, |p| {
+            r.with(p, |_: &mut u8| r.with(p, |_: &mut u8| ()))
+        })
         .unwrap();
     assert_eq!(inner, Ok(Err(Error::Busy)));
 }
@@ -103,7 +105,10 @@ fn a_panic_is_carried_and_resumed_when_the_scope_returns() {
             let first = r.with(p, |_: &mut i32| -> () { panic!("in a callback") });
             assert_eq!(first, Err(Error::Panicked));
             // Later callbacks are skipped.
-            assert_eq!(r.with(p, |_: &mut i32| ran_after.set(true)), Err(Error::Panicked));
+            assert_eq!(
+                r.with(p, |_: &mut i32| ran_after.set(true)),
+                Err(Error::Panicked)
+            );
             "body finished"
         })
     }));
@@ -154,7 +159,10 @@ fn forms_do_not_mix() {
     })
     .unwrap();
     r.scope_sync(&n, |p| {
-        assert!(matches!(r.with(p, |_: &mut u32| ()), Err(Error::WrongType { .. })));
+        assert!(matches!(
+            r.with(p, |_: &mut u32| ()),
+            Err(Error::WrongType { .. })
+        ));
         assert_eq!(r.with_ref(p, |n: &u32| *n), Ok(0));
     })
     .unwrap();
