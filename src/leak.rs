@@ -121,7 +121,9 @@ impl fmt::Display for LiveEntry {
     }
 }
 
-/// The values still live in a registry. `Display` prints one per line.
+/// The values still live in a registry. `Display` prints one line per type
+/// and save site, with a count, so that a leak of many handles from one
+/// place reads as one line.
 ///
 /// ```
 /// let r = handle_registry::Registry::new();
@@ -150,6 +152,37 @@ impl LeakReport {
         &self.entries
     }
 
+    /// The live values grouped by type and save site, largest group first.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let handles: Vec<_> = (0..1000).map(|i| r.save(i)).collect();
+    /// let one = r.save("odd one out");
+    /// let groups = r.leak_report().groups();
+    /// assert_eq!(groups.len(), 2);
+    /// assert_eq!((groups[0].count(), groups[0].type_name()), (1000, "i32"));
+    /// assert_eq!(groups[1].count(), 1);
+    /// # for p in handles { r.unref(p).unwrap(); } r.unref(one).unwrap();
+    /// ```
+    pub fn groups(&self) -> Vec<LeakGroup> {
+        let mut groups: Vec<LeakGroup> = Vec::new();
+        for entry in &self.entries {
+            let same = |g: &&mut LeakGroup| {
+                g.type_name == entry.type_name && std::ptr::eq(g.site, entry.site)
+            };
+            match groups.iter_mut().find(same) {
+                Some(group) => group.count += 1,
+                None => groups.push(LeakGroup {
+                    type_name: entry.type_name,
+                    site: entry.site,
+                    count: 1,
+                }),
+            }
+        }
+        groups.sort_by(|a, b| b.count.cmp(&a.count));
+        groups
+    }
+
     /// Whether nothing is live.
     ///
     /// ```
@@ -164,9 +197,75 @@ impl fmt::Display for LeakReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.entries.len();
         writeln!(f, "{n} live handle{}", if n == 1 { "" } else { "s" })?;
-        for entry in &self.entries {
-            writeln!(f, "  {entry}")?;
+        for group in self.groups() {
+            writeln!(f, "  {group}")?;
         }
         Ok(())
+    }
+}
+
+/// Live values of one type saved at one place, as
+/// [`LeakReport::groups`] lists them.
+///
+/// ```
+/// let r = handle_registry::Registry::new();
+/// let (a, b) = (r.save(1u8), r.save(2u8)); // two save sites
+/// let groups = r.leak_report().groups();
+/// assert_eq!(groups.len(), 2);
+/// assert!(groups[0].to_string().starts_with("1 × u8 saved at "));
+/// # r.unref(a).unwrap(); r.unref(b).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LeakGroup {
+    type_name: &'static str,
+    site: &'static Location<'static>,
+    count: usize,
+}
+
+impl LeakGroup {
+    /// The values' type.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(1u64);
+    /// assert_eq!(r.leak_report().groups()[0].type_name(), "u64");
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Where they were saved.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(1u64);
+    /// assert_eq!(r.leak_report().groups()[0].site().file(), file!());
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+
+    /// How many are live.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let ps: Vec<_> = (0..3).map(|_| r.save(())).collect();
+    /// assert_eq!(r.leak_report().groups()[0].count(), 3);
+    /// # for p in ps { r.unref(p).unwrap(); }
+    /// ```
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl fmt::Display for LeakGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} × {} saved at {}",
+            self.count, self.type_name, self.site
+        )
     }
 }

@@ -54,6 +54,7 @@
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
+pub mod failures;
 mod free;
 mod guard;
 pub mod handle;
@@ -73,8 +74,9 @@ use std::any::Any;
 use std::ffi::c_void;
 
 pub use error::Error;
+pub use failures::{Failure, Failures};
 pub use guard::{Guard, SharedGuard};
-pub use leak::{LeakReport, LiveEntry};
+pub use leak::{LeakGroup, LeakReport, LiveEntry};
 pub use owned::Handle;
 pub use registry::Registry;
 

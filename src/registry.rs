@@ -30,6 +30,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::sync::{Condvar, Mutex};
 
+use crate::failures::FailureLog;
 use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
 use crate::pages::Pages;
@@ -71,6 +72,7 @@ pub struct Registry {
     /// Serialises parking, see protocol step 2.
     wait_lock: Mutex<()>,
     wake: Condvar,
+    failures: FailureLog,
 }
 
 /// Registry ids that may be handed out, with the generation they start at.
@@ -185,6 +187,7 @@ impl Registry {
             free: FreeList::new(),
             wait_lock: Mutex::new(()),
             wake: Condvar::new(),
+            failures: FailureLog::new(),
         }
     }
 
@@ -316,8 +319,11 @@ impl Registry {
     #[inline]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
-            // SAFETY: the lend holds the borrow and marked itself in use.
-            return lent.map(|(slot, locked)| unsafe { Guard::lent(self, slot, locked) });
+            return match lent {
+                // SAFETY: the lend holds the borrow and marked itself in use.
+                Ok((slot, locked)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
+                Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
+            };
         }
         let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
         // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
@@ -449,6 +455,10 @@ impl Registry {
     /// assert_eq!(r.unref(p), Err(Error::Stale));
     /// ```
     pub fn unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        self.try_unref(ptr).map_err(|e| self.refused(ptr, e, "_"))
+    }
+
+    fn try_unref(&self, ptr: *mut c_void) -> Result<(), Error> {
         let (slot, generation) = self.lookup(ptr)?;
         let mut seen = slot::at(generation) | LIVE;
         loop {
@@ -563,6 +573,17 @@ impl Registry {
         &self.pages
     }
 
+    pub(crate) fn failure_log(&self) -> &FailureLog {
+        &self.failures
+    }
+
+    /// Records a refusal (see [`failures`](crate::failures)) and returns it.
+    #[cold]
+    fn refused(&self, ptr: *mut c_void, error: Error, expected: &'static str) -> Error {
+        self.failures.note(ptr, error, expected);
+        error
+    }
+
     /// Decodes `ptr` and finds its slot; returns it with the handle's
     /// generation. Touches no memory but the directory and the slot.
     #[inline]
@@ -599,6 +620,18 @@ impl Registry {
     /// borrow set.
     #[inline]
     fn borrow<T: Any + Send>(&self, ptr: *mut c_void, mode: Mode) -> Result<(&Slot, usize), Error> {
+        match self.try_borrow::<T>(ptr, mode) {
+            Ok(borrowed) => Ok(borrowed),
+            Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
+        }
+    }
+
+    #[inline]
+    fn try_borrow<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        mode: Mode,
+    ) -> Result<(&Slot, usize), Error> {
         let (slot, generation) = self.lookup(ptr)?;
         let free = slot::at(generation) | LIVE;
         let locked = match mode {

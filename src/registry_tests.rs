@@ -527,3 +527,35 @@ fn try_save_returns_full_with_the_value() {
     let p = r.try_save(String::from("x")).unwrap();
     assert_eq!(r.take::<String>(p).unwrap(), "x");
 }
+
+#[test]
+fn refused_lookups_are_counted_and_the_last_ones_kept() {
+    let r = Registry::new();
+    let p = r.save(String::from("state"));
+    // A trampoline naming the wrong type: silent to C, visible here.
+    assert!(r.restore::<u32>(p).is_err());
+    assert!(r.restore_ref::<u32>(p).is_err());
+    assert_eq!(r.unref(std::ptr::null_mut()), Err(Error::Null));
+    let f = r.failures();
+    assert_eq!(f.total(), 3);
+    let wrong = Error::WrongType {
+        expected: "",
+        found: "",
+    };
+    assert_eq!(f.count(&wrong), 2);
+    assert_eq!(f.count(&Error::Null), 1);
+    let first = f.recent()[0];
+    assert_eq!((first.handle(), first.expected()), (p, "u32"));
+    assert!(first
+        .to_string()
+        .contains("holds a `alloc::string::String`, not a `u32`"));
+    // Lent restores count too.
+    r.lend::<String, _>(p, || assert!(r.restore::<u8>(p).is_err()))
+        .unwrap();
+    assert_eq!(r.failures().count(&wrong), 3);
+    // Successes are not counted, and other registries keep their own.
+    r.restore::<String>(p).unwrap();
+    assert_eq!(r.failures().total(), 4);
+    assert_eq!(Registry::new().failures().total(), 0);
+    r.unref(p).unwrap();
+}
