@@ -179,7 +179,7 @@ impl LeakReport {
                 }),
             }
         }
-        groups.sort_by(|a, b| b.count.cmp(&a.count));
+        groups.sort_by_key(|g| std::cmp::Reverse(g.count));
         groups
     }
 
