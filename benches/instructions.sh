@@ -18,7 +18,7 @@ count() { # KIND N -> total instructions
 echo "| callback through C | instructions per callback | ratio to direct |"
 echo "|---|---|---|"
 direct=""
-for kind in direct restore lent visitor; do
+for kind in direct restore lent scope visitor; do
     per=$(( ($(count "$kind" "$n") - $(count "$kind" 0)) / n ))
     direct=${direct:-$per}
     ratio=$(python3 -c "print(f'{$per / $direct:.2f}')")

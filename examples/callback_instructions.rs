@@ -4,21 +4,21 @@
 //! of a shared machine.
 //!
 //! `cargo run --release --example callback_instructions -- KIND N` with KIND
-//! one of `direct`, `restore`, `lent`, `visitor`.
+//! one of `direct`, `restore`, `lent`, `scope`, `visitor`.
 
 use handle_registry::demo::traverse::repeat_start;
 use handle_registry::{demo::ffi, Registry};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
-use common::{direct_start, registry_start, Sum};
+use common::{direct_start, registry_start, scoped_start, Sum};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (kind, n) = match args.as_slice() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
-            eprintln!("usage: callback_instructions direct|restore|lent|visitor N");
+            eprintln!("usage: callback_instructions direct|restore|lent|scope|visitor N");
             std::process::exit(2);
         }
     };
@@ -44,6 +44,16 @@ fn main() {
                 run();
             }
             registry.take::<i64>(p).unwrap()
+        }
+        "scope" => {
+            let mut sum = 0i64;
+            registry
+                // SAFETY: the trampoline accepts any `user_data`.
+                .scope(&mut sum, |p| unsafe {
+                    ffi::traverse_bench_start(cbs(scoped_start), p, n)
+                })
+                .unwrap();
+            sum
         }
         "visitor" => repeat_start(Sum(0), n).unwrap().0,
         other => {

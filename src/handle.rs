@@ -126,6 +126,27 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The index and generation of `raw` if it names registry `registry`
+    /// (never 0) and a non-zero index: the checks of [`decode`](Layout::decode)
+    /// that a valid handle passes, fused for the fast path. `None` means
+    /// "ask `decode` why".
+    #[inline]
+    pub const fn split_for(self, raw: usize, registry: u32) -> Option<(usize, u32)> {
+        let raw = raw as u64;
+        let index_plus_one = raw & Self::mask(self.index_bits);
+        let own = (raw >> self.index_bits) & Self::mask(self.registry_bits);
+        let total = self.index_bits + self.registry_bits + self.generation_bits;
+        if own != registry as u64 || index_plus_one == 0 || (total < 64 && raw >> total != 0) {
+            return None;
+        }
+        Some((
+            (index_plus_one - 1) as usize,
+            (raw >> (self.index_bits + self.registry_bits)) as u32,
+        ))
+    }
+}
+
 /// The fields of a handle that passed the structural checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Decoded {
@@ -209,6 +230,26 @@ mod tests {
         assert_eq!(l.decode(0x1), Err(Error::Invalid));
         // bits above a 32-bit layout
         assert_eq!(Layout::BITS32.decode(1 << 40), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn the_fast_split_agrees_with_decode() {
+        let l = Layout::NATIVE;
+        for raw in [
+            l.encode(0, 1, 0),
+            l.encode(5, 1, 9),
+            l.encode(l.max_index(), 1, l.max_generation()),
+            l.encode(5, 2, 9),
+            0,
+            1 << l.index_bits,
+            u64::from(u32::MAX),
+        ] {
+            let fast = l.split_for(raw as usize, 1);
+            match l.decode(raw) {
+                Ok(d) if d.registry == 1 => assert_eq!(fast, Some((d.index, d.generation))),
+                _ => assert_eq!(fast, None, "{raw:#x}"),
+            }
+        }
     }
 
     #[test]

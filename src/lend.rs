@@ -73,6 +73,12 @@ fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
     None
 }
 
+/// Whether any lend or scope is active on this thread.
+#[inline]
+pub(crate) fn active() -> bool {
+    TOP.try_with(|top| !top.get().is_null()).unwrap_or(false)
+}
+
 /// A guard for `ptr` served from an active lend on this thread, if any.
 #[inline]
 pub(crate) fn claim<T: Any + Send>(

@@ -190,6 +190,7 @@ pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
 ///     .unwrap();
 /// assert_eq!(log, ["called"]);
 /// ```
+#[inline]
 pub fn with<S: Any, O>(ptr: *mut c_void, f: impl FnOnce(&mut S) -> O) -> Result<O, Error> {
     Registry::global().with(ptr, f)
 }

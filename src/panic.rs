@@ -68,6 +68,7 @@ impl PanicCarrier {
     /// let c = handle_registry::panic::PanicCarrier::new();
     /// assert_eq!(c.catch(|| "ran"), Some("ran"));
     /// ```
+    #[inline]
     pub fn catch<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
         if self.has_panicked() {
             return None;
@@ -95,6 +96,7 @@ impl PanicCarrier {
     /// c.catch(|| panic!("x"));
     /// assert!(c.has_panicked());
     /// ```
+    #[inline]
     pub fn has_panicked(&self) -> bool {
         self.panicked.load(Ordering::Acquire)
     }

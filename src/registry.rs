@@ -318,6 +318,41 @@ impl Registry {
     /// ```
     #[inline]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
+        if !crate::lend::active() {
+            if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
+                // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
+                return Ok(unsafe { Guard::new(self, slot, locked) });
+            }
+        }
+        self.restore_slow(ptr)
+    }
+
+    /// The common case of an exclusive borrow, kept free of calls but the
+    /// type check so that it inlines into a trampoline: a valid handle of
+    /// this registry, a thread with an owner id, a free slot. Anything else
+    /// returns `None` and [`restore_slow`](Registry::restore_slow) starts
+    /// over, and says why.
+    #[inline(always)]
+    fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
+        let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
+        let slot = self.pages.get(index)?;
+        let locked = slot::exclusive(generation, thread::known_id()?);
+        let free = slot::at(generation) | LIVE;
+        slot.state
+            .compare_exchange(free, locked, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        if slot.holds::<T>() {
+            return Some((slot, locked));
+        }
+        // SAFETY: we took this exclusive borrow just above.
+        unsafe { self.release_exclusive(slot, locked) };
+        None
+    }
+
+    /// `restore` when a lend is active on this thread or the fast path
+    /// declined. The lend's part is inline: a lent restore is a hot path too.
+    #[inline]
+    fn restore_slow<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
             return match lent {
                 // SAFETY: the lend holds the borrow and marked itself in use.
@@ -325,6 +360,12 @@ impl Registry {
                 Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
             };
         }
+        self.restore_unlent(ptr)
+    }
+
+    /// `restore` outside a lend, after the fast path declined.
+    #[inline(never)]
+    fn restore_unlent<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
         // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
         Ok(unsafe { Guard::new(self, slot, locked) })

@@ -333,6 +333,7 @@ impl Registry {
     }
 
     /// [`with`](Registry::with) for sized and unsized state alike.
+    #[inline]
     fn reach<S: ?Sized + 'static, O>(
         &self,
         ptr: *mut c_void,

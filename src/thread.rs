@@ -87,6 +87,16 @@ pub(crate) fn id() -> Option<usize> {
     }
 }
 
+/// This thread's owner id if it has one already: the fast path's check,
+/// which never assigns.
+#[inline]
+pub(crate) fn known_id() -> Option<usize> {
+    match ID.with(Cell::get) {
+        0 | EXHAUSTED => None,
+        id => Some(id),
+    }
+}
+
 #[cold]
 fn assign_id() -> Option<usize> {
     let id = {

@@ -19,6 +19,11 @@ pub unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
     }
 }
 
+/// The scope's way: the state lent for the call, reached with `with`.
+pub unsafe extern "C" fn scoped_start(user_data: *mut c_void, i: c_int) {
+    let _ = handle_registry::with(user_data, |sum: &mut i64| *sum += i64::from(i));
+}
+
 /// The `traverse::Visitor` shape, summing what `start` reports.
 pub struct Sum(pub i64);
 
