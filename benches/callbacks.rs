@@ -12,7 +12,7 @@ use handle_registry::{demo::ffi, Registry};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{direct_start, registry_start, Sum};
+use common::{direct_start, registry_start, scoped_start, Sum};
 
 fn per_callback(c: &mut Criterion) {
     let mut g = c.benchmark_group("per-callback");
@@ -56,6 +56,22 @@ fn per_callback(c: &mut Criterion) {
                     .unwrap()
             });
             registry.unref(p).unwrap();
+        });
+        g.bench_function(BenchmarkId::new("registry scope + with", n), |b| {
+            let cbs = ffi::Callbacks {
+                start: Some(scoped_start),
+                end: None,
+            };
+            b.iter(|| {
+                let mut sum = 0i64;
+                registry
+                    // SAFETY: the trampoline accepts any `user_data`.
+                    .scope(&mut sum, |p| unsafe {
+                        ffi::traverse_bench_start(cbs, p, black_box(n))
+                    })
+                    .unwrap();
+                black_box(sum)
+            });
         });
         g.bench_function(
             BenchmarkId::new("traverse::Visitor (save+take per call)", n),
