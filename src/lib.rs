@@ -32,6 +32,8 @@
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
+//! * `completion` (feature `async`): futures and streams that C callbacks
+//!   complete, cancel-safe.
 //!
 //! # Threads, re-entrancy and panics
 //!
@@ -48,6 +50,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod cell;
+#[cfg(feature = "async")]
+pub mod completion;
 mod error;
 pub mod ffi;
 mod guard;
