@@ -7,7 +7,6 @@ mod async_support;
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_support::{
@@ -16,12 +15,13 @@ use async_support::{
 };
 use handle_registry::completion::{complete_from_c, oneshot, SendError};
 use handle_registry::{c_unref, ffi, Error};
+use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// C's subscription table is global: one subscription test at a time.
-static SUBSCRIPTIONS: Mutex<()> = Mutex::new(());
+static SUBSCRIPTIONS: Mutex<()> = Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_c_thread_completes_the_awaited_future() {
@@ -130,7 +130,7 @@ async fn dropping_the_stream_lets_the_c_thread_run_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_subscription_calls_arrive_as_a_stream() {
-    let _serial = SUBSCRIPTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SUBSCRIPTIONS.lock().await;
     let file = TempFile::new("events", "{{}}");
     let events = subscribe_events(64).unwrap();
     let path = file.0.clone();
@@ -157,7 +157,7 @@ async fn c_subscription_calls_arrive_as_a_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_events_are_received_while_c_publishes() {
-    let _serial = SUBSCRIPTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SUBSCRIPTIONS.lock().await;
     let file = TempFile::new("live", "{}{}{}");
     let mut events = subscribe_events(4).unwrap();
     let path = file.0.clone();

@@ -10,14 +10,14 @@
 //! destroys without completing is a use after free, a leak, or a future
 //! that hangs forever. Here `user_data` is a registry handle instead: the
 //! registry already makes late and double calls detectable
-//! ([`Error::Stale`](crate::Error::Stale)), and this module builds on that:
+//! ([`Error::Stale`]), and this module builds on that:
 //!
-//! * [`oneshot`] gives a handle and a [`Completion`] future. C's callback
+//! * [`oneshot()`] gives a handle and a [`Completion`] future. C's callback
 //!   calls [`complete`] once; a second or late call is refused with `Stale`
 //!   and hands its value back. Dropping the future cancels (the handle
 //!   turns stale). A destroy-notify of [`c_unref`](crate::c_unref) without
 //!   a completion resolves the future with [`Canceled`].
-//! * [`stream`] gives a handle and a [`CallbackStream`], a
+//! * [`stream()`] gives a handle and a [`CallbackStream`], a
 //!   [`futures_core::Stream`]: callbacks on any threads [`push`] items into
 //!   a bounded buffer, whose overflow is refused ([`SendError::Full`], the
 //!   item handed back); a destroy-notify ends the stream.
@@ -134,7 +134,7 @@ pub enum SendError {
     /// another type (or not a request at all). Others: not a live handle.
     Handle(Error),
     /// A stream's buffer holds `capacity` unread items: the item was
-    /// refused, the stream stays open. See [`stream`].
+    /// refused, the stream stays open. See [`stream()`].
     Full,
     /// Only from the `_from_c` variants: a panic (from the consumer's
     /// waker, or from dropping a refused value) was caught and discarded,
@@ -246,11 +246,9 @@ pub(crate) mod test_support {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
-    impl CountingWaker {
-        pub fn new() -> (Waker, Arc<AtomicUsize>) {
-            let count = Arc::new(AtomicUsize::new(0));
-            (Waker::from(Arc::new(CountingWaker(count.clone()))), count)
-        }
+    pub fn counting_waker() -> (Waker, Arc<AtomicUsize>) {
+        let count = Arc::new(AtomicUsize::new(0));
+        (Waker::from(Arc::new(CountingWaker(count.clone()))), count)
     }
 
     pub fn poll_once<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {

@@ -210,7 +210,7 @@ pub fn complete_from_c<T: Send + 'static>(
     })
 }
 
-/// The future of a [`oneshot`] completion.
+/// The future of a [`oneshot()`] completion.
 ///
 /// Resolves with `Ok(value)` once C completes it, or `Err(Canceled)` once
 /// the handle is destroyed without a completion (a destroy-notify called
@@ -320,7 +320,7 @@ const _: fn() = || {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{block_on, poll_once, CountingWaker};
+    use super::super::test_support::{block_on, counting_waker, poll_once};
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -334,8 +334,8 @@ mod tests {
     #[test]
     fn completed_after_first_poll_wakes_latest_waker() {
         let (user_data, mut done) = oneshot::<u8>();
-        let (first, first_count) = CountingWaker::new();
-        let (second, second_count) = CountingWaker::new();
+        let (first, first_count) = counting_waker();
+        let (second, second_count) = counting_waker();
         assert!(poll_once(&mut done, &first).is_pending());
         assert!(poll_once(&mut done, &second).is_pending());
         complete(user_data, 9u8).unwrap();

@@ -202,7 +202,7 @@ pub fn push_from_c<T: Send + 'static>(user_data: *mut c_void, item: T) -> Result
     })
 }
 
-/// A [`Stream`] of the items pushed through a [`stream`] handle.
+/// A [`Stream`] of the items pushed through a [`stream()`] handle.
 ///
 /// Yields the items in the order they were accepted (per pushing thread:
 /// the order of its pushes), then ends (`None`) once the handle was
@@ -305,7 +305,7 @@ const _: fn() = || {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{next, poll_next_once, CountingWaker};
+    use super::super::test_support::{counting_waker, next, poll_next_once};
     use super::*;
     use std::sync::atomic::Ordering;
 
@@ -342,8 +342,8 @@ mod tests {
     #[test]
     fn push_wakes_the_latest_waker() {
         let (user_data, mut items) = stream::<u8>(2);
-        let (first, first_count) = CountingWaker::new();
-        let (second, second_count) = CountingWaker::new();
+        let (first, first_count) = counting_waker();
+        let (second, second_count) = counting_waker();
         assert!(poll_next_once(&mut items, &first).is_pending());
         assert!(poll_next_once(&mut items, &second).is_pending());
         push(user_data, 1u8).unwrap();
