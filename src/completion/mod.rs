@@ -44,6 +44,16 @@
 //!   racing the first poll is never lost; the latest waker replaces older
 //!   ones; a producer takes the waker out, unlocks, and only then wakes it.
 //!   No waker code and no user `Drop` ever runs under the lock.
+//! * **Who wakes whom.** Only the consumer is ever woken, and only by a
+//!   producer-side event: a completion, a push that adds an item, or the
+//!   producer's end being dropped (destroy-notify). Its wake-up happens on
+//!   the thread of that event (often a C thread), after the lock is
+//!   released. Dropping the consumer wakes no one.
+//! * **Orderings.** The state's mutex orders everything: whatever a
+//!   producer wrote before unlocking is visible to the consumer that locks
+//!   next. The registry's own take/unref is atomic per handle, which is
+//!   what makes "first completion wins" and "destroy vs. complete" races
+//!   decide exactly one outcome.
 //! * **Nothing leaks.** Every refused value is handed back to the caller
 //!   (or dropped by the `_from_c` variants); a value delivered to a future
 //!   that is dropped before reading it is dropped with it.
