@@ -58,6 +58,40 @@ async fn many_c_threads_complete_concurrently() {
     }
 }
 
+fn is_live(user_data: *mut c_void) -> bool {
+    handle_registry::Registry::global()
+        .leak_report()
+        .entries()
+        .iter()
+        .any(|e| e.handle() == user_data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_thread_completes_before_the_first_poll() {
+    let file = TempFile::new("early", "{}{}");
+    let filename = std::ffi::CString::new(file.0.to_str().unwrap()).unwrap();
+    let (user_data, done) = oneshot::<i32>();
+    // SAFETY: the trampolines accept any pointer.
+    let started = unsafe {
+        async_demo_count_blocks(
+            filename.as_ptr(),
+            Some(async_support::on_done),
+            Some(c_unref),
+            user_data,
+        )
+    };
+    assert_eq!(started, ffi::TRAVERSE_OK);
+    // Wait, without polling, until C completed (the handle is gone).
+    timeout(LIMIT, async {
+        while is_live(user_data) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.await, Ok(2));
+}
+
 static LATE: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn on_done_counting_late(user_data: *mut c_void, result: i32) {
@@ -106,21 +140,33 @@ async fn a_c_thread_streams_items_in_order_with_back_pressure() {
     );
 }
 
+static EMITTER_DESTROYED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn destroy_and_count(user_data: *mut c_void) {
+    // SAFETY: accepts any pointer.
+    unsafe { c_unref(user_data) };
+    EMITTER_DESTROYED.fetch_add(1, Ordering::SeqCst);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_stream_lets_the_c_thread_run_to_its_end() {
-    let mut items = emit(1_000_000, 4).unwrap();
+    let (user_data, mut items) = handle_registry::completion::stream::<i64>(4);
+    // SAFETY: the trampolines accept any pointer, at any time.
+    let started = unsafe {
+        async_support::async_demo_emit(
+            1_000_000,
+            Some(async_support::on_item),
+            Some(destroy_and_count),
+            user_data,
+        )
+    };
+    assert_eq!(started, ffi::TRAVERSE_OK);
     assert_eq!(next(&mut items).await, Some(0));
-    let user_data = items.user_data();
     drop(items); // later pushes are Stale: C's trampoline moves on
+    assert!(!is_live(user_data));
+    // C runs through its remaining items (each refused) to its destroy-notify.
     timeout(LIMIT, async {
-        // The C thread's destroy-notify runs last; afterwards the handle
-        // stays stale (it was already).
-        while handle_registry::Registry::global()
-            .leak_report()
-            .entries()
-            .iter()
-            .any(|e| e.handle() == user_data)
-        {
+        while EMITTER_DESTROYED.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
