@@ -154,7 +154,7 @@ async fn dropping_the_stream_lets_the_c_thread_run_to_its_end() {
     // SAFETY: the trampolines accept any pointer, at any time.
     let started = unsafe {
         async_support::async_demo_emit(
-            1_000_000,
+            100_000,
             Some(async_support::on_item),
             Some(destroy_and_count),
             user_data,
