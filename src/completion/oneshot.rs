@@ -33,6 +33,27 @@
 //!   already stale, so the destroy-notify C sends next is ignored.
 //! * **Wakers** follow the [module's protocol](super): the latest waker is the one
 //!   woken, after the lock is released.
+//!
+//! ```
+//! use handle_registry::completion::{complete, oneshot, Canceled, SendError};
+//! use handle_registry::Error;
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     let mut f = std::pin::pin!(f);
+//! #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//!
+//! // Pending -> Done -> Taken
+//! let (user_data, done) = oneshot::<&str>();
+//! complete(user_data, "value").unwrap();
+//! assert_eq!(block_on(done), Ok("value"));
+//!
+//! // Pending -> Closed: destroyed without a completion
+//! let (user_data, done) = oneshot::<&str>();
+//! unsafe { handle_registry::c_unref(user_data) };
+//! assert_eq!(block_on(done), Err(Canceled));
+//! assert_eq!(complete(user_data, "late"), Err((SendError::Handle(Error::Stale), "late")));
+//! ```
 
 use std::any::Any;
 use std::ffi::c_void;

@@ -32,6 +32,18 @@
 //!   after unlocking, and unrefs the handle: later pushes are `Stale`.
 //! * **Wakers** follow the [module's protocol](super): a push that makes an item
 //!   available takes the waker and wakes it after unlocking.
+//!
+//! ```
+//! use handle_registry::completion::{push, stream, SendError};
+//! use handle_registry::Error;
+//!
+//! let (user_data, items) = stream::<u16>(2);
+//! push(user_data, 1u16).unwrap();
+//! push(user_data, 2u16).unwrap();
+//! assert_eq!(push(user_data, 3u16), Err((SendError::Full, 3))); // refused, not dropped
+//! drop(items); // the Rust side ends it
+//! assert_eq!(push(user_data, 4u16), Err((SendError::Handle(Error::Stale), 4)));
+//! ```
 
 use std::any::Any;
 use std::collections::VecDeque;
