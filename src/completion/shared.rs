@@ -94,14 +94,24 @@ impl<S> Shared<S> {
     /// `change` runs under the lock: it may only move values, not drop them
     /// (return them instead, they are dropped by the caller after unlock).
     pub(super) fn update<R>(&self, change: impl FnOnce(&mut S) -> (R, bool)) -> R {
-        let mut locked = self.lock();
-        let (out, wake) = change(&mut locked.state);
-        let waker = if wake { locked.waker.take() } else { None };
-        drop(locked);
+        let (out, waker) = self.update_deferred(change);
         if let Some(waker) = waker {
             waker.wake();
         }
         out
+    }
+
+    /// [`update`](Shared::update), but the waker to wake is returned, for a
+    /// caller that has more to release (a registry borrow) before waking.
+    pub(super) fn update_deferred<R>(
+        &self,
+        change: impl FnOnce(&mut S) -> (R, bool),
+    ) -> (R, Option<Waker>) {
+        let mut locked = self.lock();
+        let (out, wake) = change(&mut locked.state);
+        let waker = if wake { locked.waker.take() } else { None };
+        drop(locked);
+        (out, waker)
     }
 }
 

@@ -13,7 +13,8 @@
 //!   ([`restore_ref`](crate::restore_ref)), so callbacks on many threads
 //!   push at once, and appends under the lock. The lock orders all pushes;
 //!   pushes made by one thread are appended in the order that thread made
-//!   them. Items of different threads interleave.
+//!   them. Items of different threads interleave. The waker is woken after
+//!   both the lock and the registry borrow are released.
 //! * **Overflow: refuse.** A push into a full buffer fails at once with
 //!   [`SendError::Full`] and hands the item back: the C thread is never
 //!   blocked by a slow consumer and nothing is dropped silently. The
@@ -171,7 +172,7 @@ pub fn push<T: Send + 'static>(user_data: *mut c_void, item: T) -> Result<(), (S
         Ok(feeder) => feeder,
         Err(error) => return Err((SendError::Handle(error), item)),
     };
-    feeder.shared.update(|state| {
+    let (out, waker) = feeder.shared.update_deferred(|state| {
         if state.receiver_gone {
             (Err((SendError::Handle(Error::Stale), item)), false)
         } else if state.items.len() >= state.capacity {
@@ -180,7 +181,13 @@ pub fn push<T: Send + 'static>(user_data: *mut c_void, item: T) -> Result<(), (S
             state.items.push_back(item);
             (Ok(()), true)
         }
-    })
+    });
+    // Release the registry borrow before running the executor's code.
+    drop(feeder);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+    out
 }
 
 /// [`push`] for an `extern "C"` trampoline: never unwinds.
