@@ -33,6 +33,8 @@
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
 //! * [`static_trampoline`]: C function pointers without `user_data`.
+//! * `completion` (feature `async`): futures and streams that C callbacks
+//!   complete, cancel-safe.
 //! * `demo` (only with the `demo` cargo feature, which needs a C
 //!   compiler): the crate's own C library and its safe wrappers, the
 //!   test bed and the demo. Everything above is pure Rust.
@@ -51,6 +53,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "async")]
+pub mod completion;
 #[cfg(feature = "demo")]
 pub mod demo;
 mod error;
