@@ -198,18 +198,11 @@ fn catch_for_c(f: impl FnOnce() -> Result<(), SendError>) -> Result<(), SendErro
         Err(payload) => {
             // Dropping the payload may panic too: catch that, and leak the
             // second payload rather than unwind into C.
-            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                std::mem::forget(again);
-            }
+            crate::panic::drop_payload(payload);
             Err(SendError::Panicked)
         }
     }
 }
-
-/// The text of `ASYNC.md`, compiled as doctests.
-#[doc = include_str!("../../ASYNC.md")]
-#[cfg(doctest)]
-pub struct AsyncMdDoctests;
 
 #[cfg(test)]
 pub(crate) mod test_support {
