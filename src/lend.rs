@@ -73,12 +73,6 @@ fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
     None
 }
 
-/// Whether any lend or scope is active on this thread.
-#[inline]
-pub(crate) fn active() -> bool {
-    TOP.try_with(|top| !top.get().is_null()).unwrap_or(false)
-}
-
 /// A guard for `ptr` served from an active lend on this thread, if any.
 #[inline]
 pub(crate) fn claim<T: Any + Send>(
@@ -91,7 +85,7 @@ pub(crate) fn claim<T: Any + Send>(
     claim_slow::<T>(registry, ptr)
 }
 
-#[inline(never)]
+#[inline]
 fn claim_slow<T: Any + Send>(
     registry: &Registry,
     ptr: *mut c_void,

@@ -318,13 +318,18 @@ impl Registry {
     /// ```
     #[inline]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
-        if !crate::lend::active() {
-            if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
-                // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
-                return Ok(unsafe { Guard::new(self, slot, locked) });
-            }
+        if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
+            return match lent {
+                // SAFETY: the lend holds the borrow and marked itself in use.
+                Ok((slot, locked)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
+                Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
+            };
         }
-        self.restore_slow(ptr)
+        if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
+            // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
+            return Ok(unsafe { Guard::new(self, slot, locked) });
+        }
+        self.restore_unlent(ptr)
     }
 
     /// The common case of an exclusive borrow, kept free of calls but the
@@ -347,20 +352,6 @@ impl Registry {
         // SAFETY: we took this exclusive borrow just above.
         unsafe { self.release_exclusive(slot, locked) };
         None
-    }
-
-    /// `restore` when a lend is active on this thread or the fast path
-    /// declined. The lend's part is inline: a lent restore is a hot path too.
-    #[inline]
-    fn restore_slow<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
-        if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
-            return match lent {
-                // SAFETY: the lend holds the borrow and marked itself in use.
-                Ok((slot, locked)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
-                Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
-            };
-        }
-        self.restore_unlent(ptr)
     }
 
     /// `restore` outside a lend, after the fast path declined.
