@@ -22,7 +22,7 @@ use crate::{handle, Error, Registry};
 /// How many refusals a registry remembers.
 pub const RECENT: usize = 8;
 
-/// The kinds of [`Error`] counted, in [`Failures::counts`] order.
+/// How many kinds of [`Error`] are counted (see `kind`).
 const KINDS: usize = 10;
 
 fn kind(error: &Error) -> usize {

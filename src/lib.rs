@@ -5,13 +5,18 @@
 //! answer, `Box::into_raw`, hands C a real pointer, and C can call back
 //! after the value was freed, on another thread, twice, or with garbage.
 //! This crate hands C a small integer instead (the approach of Go's
-//! `mattn/go-pointer` and `runtime/cgo.Handle`): an index into a global,
-//! lock-guarded [`slab`](https://docs.rs/slab) plus a generation and a
-//! registry id. Callbacks [`restore`] the handle and get a typed guard, or a
-//! precise [`Error`]: [`Null`](Error::Null), [`Invalid`](Error::Invalid),
-//! [`Stale`](Error::Stale), [`WrongRegistry`](Error::WrongRegistry),
-//! [`WrongType`](Error::WrongType), [`Busy`](Error::Busy). No integer C
-//! hands back can cause undefined behaviour.
+//! `mattn/go-pointer` and `runtime/cgo.Handle`): a slot index plus a
+//! generation and a registry id. Callbacks [`restore`] the handle and get a
+//! typed guard, or a precise [`Error`]: [`Null`](Error::Null),
+//! [`Invalid`](Error::Invalid), [`Stale`](Error::Stale),
+//! [`WrongRegistry`](Error::WrongRegistry), [`WrongType`](Error::WrongType),
+//! [`Busy`](Error::Busy), [`WrongThread`](Error::WrongThread),
+//! [`Panicked`](Error::Panicked). No integer C hands back can cause
+//! undefined behaviour. A lookup takes no lock: one compare-exchange on the
+//! handle's own slot borrows the value and one releases it. For C calls
+//! that call back only while they run, [`Registry::scope`] and
+//! [`Registry::scope_fn`] lend state that borrows locals and need not be
+//! `Send`, with no atomic read-modify-write per callback.
 //!
 //! ```
 //! use handle_registry::{restore, save, take, unref, Error};
@@ -27,10 +32,12 @@
 //! # Modules
 //!
 //! * [`handle`]: the bit layout of a handle and its limits.
-//! * [`Registry`]: the slab, its locking protocol, and the operations.
+//! * [`Registry`]: the slots, their lock-free protocol, and the operations.
 //! * [`Guard`] / [`SharedGuard`]: exclusive and shared borrows.
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
+//! * [`Registry::scope`] and its siblings: borrowed state for one C call.
+//! * [`failures`]: refused lookups, counted and kept, so mistakes are seen.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
 //! * [`static_trampoline`]: C function pointers without `user_data`.
 //! * `completion` (feature `async`): futures and streams that C callbacks
@@ -41,8 +48,9 @@
 //!
 //! # Threads, re-entrancy and panics
 //!
-//! * The registry's lock is never held while user code runs: code holding
-//!   a guard, or a value's `Drop`, may use the registry freely.
+//! * Lookups take no lock, and the registry's few locks (free slots,
+//!   parking) are never held while user code runs: code holding a guard,
+//!   or a value's `Drop`, may use the registry freely.
 //! * The same handle restored on two threads: the second waits. On the same
 //!   thread while borrowed: [`Error::Busy`], never a deadlock.
 //! * `Sync` values can be read from many threads at once with

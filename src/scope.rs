@@ -317,6 +317,9 @@ impl Registry {
     /// inside itself), [`Error::WrongThread`] from another thread of a
     /// `scope`, and [`Error::Panicked`] when `f` panicked (now or in an
     /// earlier callback of the scope). `f` never unwinds out of `with`.
+    /// Every error is counted in [`failures`](Registry::failures). A scope's
+    /// handle holds a record of the crate's, so `WrongType` names it as
+    /// `Scoped<S>` (or `SharedScoped<S>`) for the `S` that was lent.
     ///
     /// ```
     /// let r = handle_registry::Registry::global();
@@ -345,7 +348,10 @@ impl Registry {
         // the registry, and our exclusive borrow of the record makes this
         // the only access (on this thread for a pinned scope, or `S: Send`).
         let run = || f(unsafe { &mut *state });
-        record.end.carrier.catch(run).ok_or(Error::Panicked)
+        match record.end.carrier.catch(run) {
+            Some(out) => Ok(out),
+            None => Err(self.panicked(ptr, std::any::type_name::<S>())),
+        }
     }
 
     /// Runs `f` on the state lent by [`scope_sync`](Registry::scope_sync),
@@ -369,14 +375,21 @@ impl Registry {
         // SAFETY: the scope keeps `state` borrowed while its record is in
         // the registry; every access through it is shared and `S: Sync`.
         let run = || f(unsafe { &*state });
-        record.end.carrier.catch(run).ok_or(Error::Panicked)
+        match record.end.carrier.catch(run) {
+            Some(out) => Ok(out),
+            None => Err(self.panicked(ptr, std::any::type_name::<S>())),
+        }
     }
 
     /// Calls the closure lent by [`scope_fn`](Registry::scope_fn) with
     /// `args`, from a callback on the scope's thread.
     ///
-    /// Errors as for [`with`](Registry::with); the closure's argument and
-    /// result types are part of the type check.
+    /// Errors as for [`with`](Registry::with). The closure's argument and
+    /// result types are part of the type check, and `A` and `O` are
+    /// usually inferred here: a trampoline whose `call` infers `c_int`
+    /// for a closure that returns `i64` compiles, and every call answers
+    /// `WrongType` (counted in [`failures`](Registry::failures)). Name them
+    /// (`call::<(c_int, c_int), c_int>`) when in doubt.
     ///
     /// ```
     /// let r = handle_registry::Registry::global();
@@ -386,6 +399,13 @@ impl Registry {
     /// ```
     pub fn call<A: 'static, O: 'static>(&self, ptr: *mut c_void, args: A) -> Result<O, Error> {
         self.reach(ptr, |f: &mut (dyn FnMut(A) -> O + 'static)| f(args))
+    }
+
+    /// Counts a callback refused because the scope's callbacks panicked.
+    #[cold]
+    fn panicked(&self, ptr: *mut c_void, expected: &'static str) -> Error {
+        self.failure_log().note(ptr, Error::Panicked, expected);
+        Error::Panicked
     }
 
     /// Saves `record` pinned and borrowed, lends it to this thread for
