@@ -71,6 +71,11 @@ impl PanicCarrier {
     #[inline]
     pub fn catch<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
         if self.has_panicked() {
+            // Skipped: drop `f` (and what it captured) where a panic in
+            // that drop cannot escape either.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(f))) {
+                drop_payload(payload);
+            }
             return None;
         }
         match catch_unwind(AssertUnwindSafe(f)) {

@@ -114,6 +114,12 @@ fn is_live(id: u32) -> bool {
 enum Mode {
     Exclusive,
     Shared,
+    /// Exclusive, by a caller that knows this thread holds no borrow of
+    /// the handle (a scope taking its record back after its body
+    /// returned): every other borrow is another thread's, to wait for,
+    /// even where this thread's bookkeeping could not tell (a lost shared
+    /// list, an owner id shared during thread-local teardown).
+    Reclaim,
 }
 
 static GLOBAL: Registry = Registry::with_id(GLOBAL_ID, 0);
@@ -456,6 +462,20 @@ impl Registry {
         }
     }
 
+    /// Takes the value back for a caller that holds no borrow of it on
+    /// this thread (see `Mode::Reclaim`): waits for every other borrow.
+    pub(crate) fn reclaim<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
+        let (slot, locked) = self.borrow::<T>(ptr, Mode::Reclaim)?;
+        // SAFETY: we hold the exclusive borrow that set `locked`.
+        let vacant = unsafe { self.empty(slot, locked) }?;
+        // SAFETY: as in `take`.
+        let value = unsafe { slot.move_out::<T>() };
+        if vacant & RETIRED == 0 {
+            self.free_index(index_of(ptr));
+        }
+        Ok(value)
+    }
+
     /// Ends an exclusive borrow by removing and dropping the value.
     ///
     /// # Safety
@@ -667,7 +687,7 @@ impl Registry {
         let (slot, generation) = self.lookup(ptr)?;
         let free = slot::at(generation) | LIVE;
         let locked = match mode {
-            Mode::Exclusive => match thread::id() {
+            Mode::Exclusive | Mode::Reclaim => match thread::id() {
                 Some(id) => slot::exclusive(generation, id),
                 None => return Err(Error::Busy),
             },
@@ -688,7 +708,7 @@ impl Registry {
         // SAFETY: we hold the borrow just taken.
         unsafe {
             match mode {
-                Mode::Exclusive => self.release_exclusive(slot, locked),
+                Mode::Exclusive | Mode::Reclaim => self.release_exclusive(slot, locked),
                 Mode::Shared => self.release_shared(slot),
             }
         }
@@ -722,7 +742,7 @@ impl Registry {
                 slot::borrow(seen)
             };
             let attempt = match mode {
-                Mode::Exclusive if !slot::is_borrowed(seen) => {
+                Mode::Exclusive | Mode::Reclaim if !slot::is_borrowed(seen) => {
                     Some(exclusive_word | (seen & WAITING))
                 }
                 Mode::Shared if seen & EXCLUSIVE == 0 && readers < slot::MAX_BORROW => {
@@ -746,7 +766,9 @@ impl Registry {
             if seen & PINNED != 0 && Some(slot::borrow(seen)) != thread::id() {
                 return Err(Error::WrongThread);
             }
-            let mine = if seen & EXCLUSIVE != 0 {
+            let mine = if mode == Mode::Reclaim {
+                false
+            } else if seen & EXCLUSIVE != 0 {
                 Some(slot::borrow(seen)) == thread::id()
             } else if readers == slot::MAX_BORROW && mode == Mode::Shared {
                 true // the count would overflow: refuse, as for a conflict
@@ -824,7 +846,7 @@ impl Registry {
         let mut seen = slot.state.load(Ordering::Relaxed);
         loop {
             let mut new = match mode {
-                Mode::Exclusive => slot::unborrowed(seen) | (seen & WAITING),
+                Mode::Exclusive | Mode::Reclaim => slot::unborrowed(seen) | (seen & WAITING),
                 Mode::Shared => seen - READER,
             };
             let last = !slot::is_borrowed(new);

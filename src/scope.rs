@@ -342,7 +342,10 @@ impl Registry {
         ptr: *mut c_void,
         f: impl FnOnce(&mut S) -> O,
     ) -> Result<O, Error> {
-        let record = self.restore::<Scoped<S>>(ptr)?;
+        let record = match self.restore::<Scoped<S>>(ptr) {
+            Ok(record) => record,
+            Err(e) => return Err(refuse(e, f)),
+        };
         let state = record.state;
         // SAFETY: the scope keeps `state` borrowed while its record is in
         // the registry, and our exclusive borrow of the record makes this
@@ -370,7 +373,10 @@ impl Registry {
         ptr: *mut c_void,
         f: impl FnOnce(&S) -> O,
     ) -> Result<O, Error> {
-        let record = self.restore_ref::<SharedScoped<S>>(ptr)?;
+        let record = match self.restore_ref::<SharedScoped<S>>(ptr) {
+            Ok(record) => record,
+            Err(e) => return Err(refuse(e, f)),
+        };
         let state = record.state;
         // SAFETY: the scope keeps `state` borrowed while its record is in
         // the registry; every access through it is shared and `S: Sync`.
@@ -469,7 +475,10 @@ impl Registry {
         }
         impl<V: Any + Send> Drop for Finish<'_, V> {
             fn drop(&mut self) {
-                match self.registry.take::<V>(self.ptr) {
+                // The body has returned, so this thread holds no borrow of
+                // the record (callbacks borrow it only while they run):
+                // every borrow left is another thread's, and we wait for it.
+                match self.registry.reclaim::<V>(self.ptr) {
                     Ok(record) => drop(record),
                     // C removed it (destroy-notify): its last borrower drops it.
                     Err(Error::Stale) => {}
@@ -489,6 +498,17 @@ impl Registry {
         resume_caught(&end);
         Ok(out)
     }
+}
+
+/// Drops a callback's closure (and what it captured, such as `call`'s
+/// arguments) that will not run, without letting a panic in that drop
+/// unwind into C.
+#[cold]
+fn refuse<F>(error: Error, f: F) -> Error {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f))) {
+        crate::panic::drop_payload(payload);
+    }
+    error
 }
 
 /// Resumes a panic caught in a callback of the scope that just ended.
