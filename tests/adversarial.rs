@@ -64,7 +64,7 @@ fn in_child(name: &str) -> bool {
         return true;
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env("ADVERSARIAL_CHILD", name)
         .output()
         .unwrap();
@@ -623,4 +623,81 @@ fn generation_exhaustion_retires_the_slot_on_32_bit() {
         assert_eq!(r.restore::<Counted>(ptr(p)).err(), Some(Error::Stale));
     }
     assert_eq!(drops.load(Ordering::SeqCst), 4097);
+}
+
+/// `c_unref` called while the thread unwinds (a C destructor run from a
+/// Rust `Drop` during a panic), on a value whose `Drop` panics: caught,
+/// never a double-panic abort.
+#[test]
+fn c_unref_while_unwinding_with_a_panicking_drop_does_not_abort() {
+    if !in_child("c_unref_while_unwinding_with_a_panicking_drop_does_not_abort") {
+        return;
+    }
+    struct Panicky;
+    impl Drop for Panicky {
+        fn drop(&mut self) {
+            panic!("value drop");
+        }
+    }
+    struct CallsCUnref(usize);
+    impl Drop for CallsCUnref {
+        fn drop(&mut self) {
+            // SAFETY: accepts any value.
+            unsafe { handle_registry::c_unref(ptr(self.0)) };
+        }
+    }
+    let p = handle_registry::save(Panicky) as usize;
+    let out = catch_unwind(|| {
+        let _d = CallsCUnref(p);
+        panic!("outer");
+    });
+    assert!(out.is_err());
+    assert_eq!(handle_registry::unref(ptr(p)), Err(Error::Stale));
+}
+
+/// `c_unref` of one handle from many threads at once, while it is borrowed:
+/// exactly one drop, by the last guard.
+#[test]
+fn concurrent_c_unref_drops_once() {
+    let rounds = if cfg!(miri) { 3 } else { 200 };
+    let drops = Arc::new(AtomicUsize::new(0));
+    for _ in 0..rounds {
+        let p = handle_registry::save(Counted(drops.clone())) as usize;
+        std::thread::scope(|s| {
+            for i in 0..3 {
+                s.spawn(move || {
+                    if i == 0 {
+                        if let Ok(g) = handle_registry::restore_ref::<Counted>(ptr(p)) {
+                            std::thread::yield_now();
+                            drop(g);
+                        }
+                    } else {
+                        // SAFETY: accepts any value.
+                        unsafe { handle_registry::c_unref(ptr(p)) };
+                    }
+                });
+            }
+        });
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), rounds);
+}
+
+/// On 32-bit targets the reader count has 15 bits: forgotten shared guards
+/// can fill it. The next reader is refused (`Busy`), the count never spills
+/// into the generation.
+#[test]
+#[cfg(target_pointer_width = "32")]
+fn reader_count_saturates_without_overflow_on_32_bit() {
+    let r = Registry::new();
+    let p = r.save(3u8);
+    let q = r.save(4u8);
+    for _ in 0..(1 << 15) - 1 {
+        std::mem::forget(r.restore_ref::<u8>(p).unwrap());
+    }
+    assert_eq!(r.restore_ref::<u8>(p).err(), Some(Error::Busy));
+    assert_eq!(r.restore::<u8>(p).err(), Some(Error::Busy));
+    assert_eq!(r.check::<u8>(p), Ok(()));
+    assert_eq!(r.take::<u8>(q), Ok(4), "the neighbour is untouched");
+    assert_eq!(r.unref(p), Ok(()));
+    assert_eq!(r.restore_ref::<u8>(p).err(), Some(Error::Stale));
 }
