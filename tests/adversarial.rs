@@ -701,3 +701,28 @@ fn reader_count_saturates_without_overflow_on_32_bit() {
     assert_eq!(r.unref(p), Ok(()));
     assert_eq!(r.restore_ref::<u8>(p).err(), Some(Error::Stale));
 }
+
+/// `check` on a handle whose slot is being emptied and refilled with a
+/// value of another type on another thread (same index, next generation):
+/// `Ok` or `Stale`, never the next value's type.
+#[test]
+fn check_never_reports_the_next_values_type() {
+    let rounds = if cfg!(miri) { 10 } else { 300 };
+    for _ in 0..rounds {
+        let p = handle_registry::save(1u32) as usize;
+        let refill = std::thread::spawn(move || {
+            handle_registry::unref(ptr(p)).unwrap();
+            // The same thread's cache hands the same index back.
+            handle_registry::save(String::from("next")) as usize
+        });
+        loop {
+            match Registry::global().check::<u32>(ptr(p)) {
+                Ok(()) => std::thread::yield_now(),
+                Err(Error::Stale) => break,
+                Err(e) => panic!("check of an old handle said {e:?}"),
+            }
+        }
+        let q = refill.join().unwrap();
+        assert_eq!(handle_registry::take::<String>(ptr(q)).as_deref(), Ok("next"));
+    }
+}
