@@ -263,11 +263,16 @@ impl Slot {
             }
         }
         let vtable: &'static VTable = &Erased::<T>::VTABLE;
+        // `Release`, though the state word publishes them: a reader that
+        // peeks at the type without a borrow (`check`, the leak report: a
+        // seqlock read) and sees these stores must then see the removal of
+        // the slot's previous value (which happened before we got the
+        // index) when it loads the word again after an `Acquire` fence.
         self.vtable
-            .store(vtable as *const VTable as *mut VTable, Ordering::Relaxed);
+            .store(vtable as *const VTable as *mut VTable, Ordering::Release);
         self.site.store(
             site as *const Location<'static> as *mut _,
-            Ordering::Relaxed,
+            Ordering::Release,
         );
         let word = self.state.load(Ordering::Relaxed);
         debug_assert_eq!(

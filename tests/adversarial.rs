@@ -1,9 +1,10 @@
 //! Adversarial review of the lock-free core: attacks through the public API
 //! only (safe Rust, plus "C" callers passing arbitrary integers as `void*`).
 //!
-//! Tests marked `#[ignore = "BUG: ..."]` demonstrate a broken guarantee and
-//! fail on the current code; the others are attacks that held, kept as
-//! regression tests. Pure Rust, so everything here runs under Miri
+//! Three tests demonstrated broken guarantees when written (a scope ending
+//! during thread-local teardown aborted, twice; a refused `with`/`call`
+//! could unwind into C) and failed until the core was fixed; the others
+//! are attacks that held. All are kept as regression tests. Pure Rust, so everything here runs under Miri
 //! (`MIRIFLAGS=-Zmiri-strict-provenance cargo +nightly miri test --test
 //! adversarial`). Tests whose failure mode is a process abort run their
 //! body in a child process (natively), so that the harness reports a
@@ -64,7 +65,13 @@ fn in_child(name: &str) -> bool {
         return true;
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("ADVERSARIAL_CHILD", name)
         .output()
         .unwrap();
@@ -88,7 +95,6 @@ fn in_child(name: &str) -> bool {
 /// `run_shared`'s `Finish` turns any error but `Stale` into
 /// `escaped()` = `process::abort()`.
 #[test]
-#[ignore = "BUG: scope_sync in a late TLS destructor aborts the process (Busy from take -> escaped())"]
 fn scope_sync_at_teardown_after_spill_lost_does_not_abort() {
     if !in_child("scope_sync_at_teardown_after_spill_lost_does_not_abort") {
         return;
@@ -133,7 +139,6 @@ fn scope_sync_at_teardown_after_spill_lost_does_not_abort() {
 /// wait into `Busy`; but `scope_send`'s end is a `take` whose `Busy` is
 /// turned into `process::abort()`.
 #[test]
-#[ignore = "BUG: owner-id reuse at teardown makes scope_send's final take Busy -> process abort"]
 fn scope_send_at_teardown_with_reused_owner_id_does_not_abort() {
     if !in_child("scope_send_at_teardown_with_reused_owner_id_does_not_abort") {
         return;
@@ -173,7 +178,6 @@ fn scope_send_at_teardown_with_reused_owner_id_does_not_abort() {
 /// arguments are dropped outside the catch when the callback is refused
 /// (stale handle, or skipped after an earlier panic).
 #[test]
-#[ignore = "BUG: with/call drop their closure/args outside catch_unwind on the refusal paths"]
 fn nothing_unwinds_out_of_with_or_call_on_refusal() {
     struct Bomb;
     impl Drop for Bomb {
@@ -196,9 +200,7 @@ fn nothing_unwinds_out_of_with_or_call_on_refusal() {
         r.scope(&mut state, |p| {
             let _ = r.with(p, |_: &mut u8| panic!("first"));
             let bomb = Bomb;
-            let inner = catch_unwind(AssertUnwindSafe(|| {
-                r.with(p, move |_: &mut u8| drop(bomb))
-            }));
+            let inner = catch_unwind(AssertUnwindSafe(|| r.with(p, move |_: &mut u8| drop(bomb))));
             skipped_ok.set(matches!(inner, Ok(Err(Error::Panicked))));
         })
     }));
@@ -278,8 +280,7 @@ fn arbitrary_integers_are_refused_without_ub() {
             continue;
         }
         assert!(r.unref(p).is_err(), "{i:#x}");
-        let names_global = ((i >> index_bits) & ((1 << registry_bits) - 1)) == 1
-            && (!WIDE || true);
+        let names_global = ((i >> index_bits) & ((1 << registry_bits) - 1)) == 1 && (!WIDE || true);
         if !names_global {
             // SAFETY: `c_unref` accepts any value.
             unsafe { handle_registry::c_unref(p) };
@@ -312,7 +313,10 @@ fn unref_while_borrowed_elsewhere_drops_exactly_once() {
         holding.recv().unwrap();
         assert_eq!(handle_registry::unref(ptr(p)), Ok(()));
         assert_eq!(handle_registry::unref(ptr(p)), Err(Error::Stale));
-        assert_eq!(handle_registry::take::<Counted>(ptr(p)).err(), Some(Error::Stale));
+        assert_eq!(
+            handle_registry::take::<Counted>(ptr(p)).err(),
+            Some(Error::Stale)
+        );
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         go.send(()).unwrap();
         holder.join().unwrap();
@@ -363,7 +367,9 @@ fn racing_removals_and_borrows_drop_each_value_once() {
         }
         done_tx.send(()).unwrap();
     });
-    done_rx.recv_timeout(patience()).expect("deadlock or lost wake-up");
+    done_rx
+        .recv_timeout(patience())
+        .expect("deadlock or lost wake-up");
     worker.join().unwrap();
     assert_eq!(drops.load(Ordering::SeqCst), rounds);
 }
@@ -395,7 +401,10 @@ fn a_crowd_of_waiters_is_woken() {
     });
     rx.recv_timeout(patience()).expect("lost wake-up");
     runner.join().unwrap();
-    assert_eq!(handle_registry::take::<usize>(ptr(p)), Ok(per * n.div_ceil(2)));
+    assert_eq!(
+        handle_registry::take::<usize>(ptr(p)),
+        Ok(per * n.div_ceil(2))
+    );
 }
 
 /// Threads that exit with a warm free-slot cache, and saves right after on
@@ -490,8 +499,14 @@ fn scoped_state_is_never_reached_after_or_elsewhere() {
         .scope_fn(&mut push, |p| {
             assert_eq!(r.call::<u8, ()>(p, 1), Ok(()));
             // Wrong argument or result type.
-            assert!(matches!(r.call::<u16, ()>(p, 1), Err(Error::WrongType { .. })));
-            assert!(matches!(r.call::<u8, u8>(p, 1), Err(Error::WrongType { .. })));
+            assert!(matches!(
+                r.call::<u16, ()>(p, 1),
+                Err(Error::WrongType { .. })
+            ));
+            assert!(matches!(
+                r.call::<u8, u8>(p, 1),
+                Err(Error::WrongType { .. })
+            ));
             let q = p as usize;
             let elsewhere = std::thread::spawn(move || {
                 (
@@ -543,7 +558,11 @@ fn shared_scopes_wait_for_late_callbacks() {
                     Registry::global()
                         .with(ptr(q), |v: &mut Vec<u32>| {
                             inside_tx.send(()).unwrap();
-                            std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 50 }));
+                            std::thread::sleep(Duration::from_millis(if cfg!(miri) {
+                                1
+                            } else {
+                                50
+                            }));
                             if unref_first {
                                 // C's destroy-notify, from inside the callback.
                                 // SAFETY: accepts any value.
@@ -624,7 +643,11 @@ fn generation_exhaustion_retires_the_slot_on_32_bit() {
         }
     }
     assert!(moved_on, "the slot was never retired");
-    assert_eq!(last_on_index >> 20, 0xFFF, "retired only after its last generation");
+    assert_eq!(
+        last_on_index >> 20,
+        0xFFF,
+        "retired only after its last generation"
+    );
     old.push(last_on_index);
     for p in old {
         assert_eq!(r.restore::<Counted>(ptr(p)).err(), Some(Error::Stale));
@@ -730,6 +753,9 @@ fn check_never_reports_the_next_values_type() {
             }
         }
         let q = refill.join().unwrap();
-        assert_eq!(handle_registry::take::<String>(ptr(q)).as_deref(), Ok("next"));
+        assert_eq!(
+            handle_registry::take::<String>(ptr(q)).as_deref(),
+            Ok("next")
+        );
     }
 }
