@@ -71,6 +71,13 @@ pub enum Error {
     /// [`scope_sync`](crate::Registry::scope_sync) when C calls back from
     /// its own threads).
     WrongThread,
+    /// The value was [`retain`](crate::Registry::retain)ed and more than
+    /// one reference to it is still out, so [`take`](crate::take) (or
+    /// [`Handle::into_inner`](crate::Handle::into_inner)) cannot move it
+    /// out without pulling it from under the other holders. Nothing was
+    /// changed; drop the extra references with [`unref`](crate::unref)
+    /// first, or use `unref` to drop just this one.
+    Retained,
     /// The callback panicked. The panic was caught before it could unwind
     /// into C and is resumed when the scope that lent the state returns.
     Panicked,
@@ -90,6 +97,9 @@ impl fmt::Display for Error {
             Error::Full => f.write_str("registry is full: no handle index left"),
             Error::TooManyRegistries => f.write_str("too many live registries"),
             Error::WrongThread => f.write_str("value lent to another thread's scope"),
+            Error::Retained => {
+                f.write_str("value is retained: other references to it are still out")
+            }
             Error::Panicked => f.write_str("callback panicked; resumed when the scope returns"),
         }
     }

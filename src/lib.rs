@@ -58,6 +58,7 @@ pub mod failures;
 mod free;
 mod guard;
 pub mod handle;
+pub mod kinds;
 mod leak;
 pub mod lend;
 mod owned;
@@ -147,6 +148,22 @@ pub fn take<T: Any + Send>(ptr: *mut c_void) -> Result<T, Error> {
 /// ```
 pub fn unref(ptr: *mut c_void) -> Result<(), Error> {
     Registry::global().unref(ptr)
+}
+
+/// One more reference to the value `ptr` names in the global registry:
+/// each [`unref`] (or [`c_unref`]) drops one, and the value is dropped at
+/// the last. See [`Registry::retain`].
+///
+/// ```
+/// let p = handle_registry::save(String::from("twice"));
+/// handle_registry::retain(p).unwrap();
+/// handle_registry::unref(p).unwrap();
+/// assert_eq!(*handle_registry::restore::<String>(p).unwrap(), "twice");
+/// handle_registry::unref(p).unwrap();
+/// assert!(handle_registry::restore::<String>(p).is_err());
+/// ```
+pub fn retain(ptr: *mut c_void) -> Result<(), Error> {
+    Registry::global().retain(ptr)
 }
 
 /// [`unref`] for C: fits a destroy-notify slot (`GDestroyNotify`,

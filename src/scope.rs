@@ -448,7 +448,8 @@ impl Registry {
         }
         impl<V: Any + Send> Drop for Finish<'_, V> {
             fn drop(&mut self) {
-                match self.registry.take::<V>(self.ptr) {
+                // Forced: a retained record goes too (every copy `Stale`).
+                match self.registry.take_counted::<V>(self.ptr, true) {
                     Ok(record) => drop(record),
                     // C removed it (destroy-notify): its last borrower drops it.
                     Err(Error::Stale) => {}
