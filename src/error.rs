@@ -60,7 +60,10 @@ pub enum Error {
     Busy,
     /// The registry has no free index left (see the handle layout in
     /// [`handle`](crate::handle)): every index the layout can express is
-    /// live or retired.
+    /// live or retired. Also returned by a [`Group`](crate::Group) with a
+    /// limit when that many of its handles are live
+    /// ([`Group::full_report`](crate::Group::full_report) names the types
+    /// holding them).
     Full,
     /// Every registry id is in use by a live [`Registry`](crate::Registry).
     TooManyRegistries,

@@ -77,6 +77,7 @@ use std::ffi::c_void;
 pub use error::Error;
 pub use failures::{Failure, Failures};
 pub use guard::{Guard, SharedGuard};
+pub use kinds::group::{Group, GroupReport};
 pub use leak::{LeakGroup, LeakReport, LiveEntry};
 pub use owned::Handle;
 pub use registry::Registry;

@@ -520,6 +520,12 @@ impl Registry {
     }
 
     pub(crate) fn try_unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        self.unref_with(ptr, false)
+    }
+
+    /// `unref`; with `force`, a retained value is removed whatever its
+    /// count (a [`Group`](crate::Group)'s clear): every reference goes.
+    pub(crate) fn unref_with(&self, ptr: *mut c_void, force: bool) -> Result<(), Error> {
         let (slot, generation) = self.lookup(ptr)?;
         let mut seen = slot::at(generation) | LIVE;
         loop {
@@ -527,7 +533,7 @@ impl Registry {
                 return Err(self.refusal(ptr, seen, generation));
             }
             if seen & COUNTED != 0 {
-                return self.unref_counted(ptr, slot, generation);
+                return self.unref_counted(ptr, slot, generation, force);
             }
             let new = slot::removed(seen, LAYOUT.max_generation());
             match slot
@@ -550,7 +556,13 @@ impl Registry {
     /// reference, and removes the value at the last, under the count lock.
     #[cold]
     #[inline(never)]
-    fn unref_counted(&self, ptr: *mut c_void, slot: &Slot, generation: u32) -> Result<(), Error> {
+    fn unref_counted(
+        &self,
+        ptr: *mut c_void,
+        slot: &Slot,
+        generation: u32,
+        force: bool,
+    ) -> Result<(), Error> {
         let key = handle::from_ptr(ptr);
         let mut table = self.counts.lock();
         let mut seen = slot.state.load(Ordering::Relaxed);
@@ -558,7 +570,7 @@ impl Registry {
             if slot::generation(seen) != generation || seen & LIVE == 0 {
                 return Err(self.refusal(ptr, seen, generation));
             }
-            if seen & COUNTED != 0 {
+            if seen & COUNTED != 0 && !force {
                 match table.get_mut(&key) {
                     Some(n) if *n > 1 => {
                         *n -= 1;
@@ -587,6 +599,15 @@ impl Registry {
                 Err(now) => seen = now,
             }
         }
+    }
+
+    /// Whether `ptr` names a live value of this registry (any type),
+    /// without recording a refusal.
+    pub(crate) fn is_live(&self, ptr: *mut c_void) -> bool {
+        self.lookup(ptr).is_ok_and(|(slot, generation)| {
+            let seen = slot.state.load(Ordering::Relaxed);
+            slot::generation(seen) == generation && seen & LIVE != 0
+        })
     }
 
     /// Adds one reference to the value `ptr` names: it is dropped only when

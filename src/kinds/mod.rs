@@ -17,10 +17,14 @@
 //!   [`Error::Retained`](crate::Error::Retained), not a surprise.
 //! * **Weak** ([`Registry::save_weak`](crate::Registry::save_weak)): Rust
 //!   owns an `Arc<T>`; C's handle must not keep it alive. See [`weak`].
+//! * **Groups** ([`Registry::group`](crate::Registry::group)): every
+//!   handle of one connection or plugin freed in one call, with a capacity
+//!   limit whose error names what fills it. See [`group`].
 //!
 //! Counted handles are implemented in the registry itself (the removal
-//! paths must see the flag); the weak kind is a record type layered on
-//! the registry, like [`scope`](crate::Registry::scope)'s records.
+//! paths must see the flag); weak handles and groups are layered on the
+//! registry, like [`scope`](crate::Registry::scope)'s records.
 
 pub mod counted;
+pub mod group;
 pub mod weak;
