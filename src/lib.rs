@@ -78,6 +78,7 @@ pub use error::Error;
 pub use failures::{Failure, Failures};
 pub use guard::{Guard, SharedGuard};
 pub use kinds::group::{Group, GroupReport};
+pub use kinds::local::LocalGuard;
 pub use leak::{LeakGroup, LeakReport, LiveEntry};
 pub use owned::Handle;
 pub use registry::Registry;

@@ -17,14 +17,18 @@
 //!   [`Error::Retained`](crate::Error::Retained), not a surprise.
 //! * **Weak** ([`Registry::save_weak`](crate::Registry::save_weak)): Rust
 //!   owns an `Arc<T>`; C's handle must not keep it alive. See [`weak`].
+//! * **Thread-affine** ([`Registry::save_local`](crate::Registry::save_local)):
+//!   values that are not `Send`, reached only on their thread
+//!   (`WrongThread` elsewhere), dropped only there. See [`local`].
 //! * **Groups** ([`Registry::group`](crate::Registry::group)): every
 //!   handle of one connection or plugin freed in one call, with a capacity
 //!   limit whose error names what fills it. See [`group`].
 //!
 //! Counted handles are implemented in the registry itself (the removal
-//! paths must see the flag); weak handles and groups are layered on the
+//! paths must see the flag); weak, local handles and groups are layered on the
 //! registry, like [`scope`](crate::Registry::scope)'s records.
 
 pub mod counted;
 pub mod group;
+pub mod local;
 pub mod weak;
