@@ -72,7 +72,8 @@ pub enum Error {
     /// [`Registry::scope`](crate::Registry::scope) whose state is not
     /// `Send` (use [`scope_send`](crate::Registry::scope_send) or
     /// [`scope_sync`](crate::Registry::scope_sync) when C calls back from
-    /// its own threads).
+    /// its own threads), or a [`restore_local`](crate::Registry::restore_local)
+    /// from a thread other than the one that saved the value.
     WrongThread,
     /// The value was [`retain`](crate::Registry::retain)ed and more than
     /// one reference to it is still out, so [`take`](crate::take) (or

@@ -31,6 +31,8 @@
 //! * [`Guard`] / [`SharedGuard`]: exclusive and shared borrows.
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
+//! * [`kinds`]: counted ([`retain`]), weak, thread-affine (not `Send`)
+//!   handles, and [`Group`]s freed together.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
 //! * [`static_trampoline`]: C function pointers without `user_data`.
 //! * `demo` (only with the `demo` cargo feature, which needs a C
