@@ -122,8 +122,10 @@ impl Registry {
         })
     }
 
-    /// Unrefs every weak handle of this registry whose object is dead, and
-    /// forgets the ones already removed. Returns how many handles it
+    /// Removes every weak handle of this registry whose object is dead
+    /// (with all its references, if it was [`retain`](Registry::retain)ed:
+    /// they could only ever answer `Stale`), and forgets the ones already
+    /// removed. Returns how many handles it
     /// unreffed. Invisible to C: a dead weak handle answers
     /// [`Error::Stale`] whether it was swept or not.
     ///
@@ -154,12 +156,11 @@ impl Registry {
             list.next_sweep = (list.entries.len() * 2).max(8);
             dead
         };
-        // Unref outside the lock: dropping a record is user-visible code
-        // (it drops a `Weak`), and unref may wait for nothing but is
-        // cleaner without a lock held. Handles C already unreffed answer
-        // `Stale`, quietly: they are not refusals of C's calls.
+        // Remove outside the lock: dropping a record frees memory and may
+        // take other locks. Handles C already unreffed answer `Stale`,
+        // quietly: they are not refusals of C's calls.
         dead.into_iter()
-            .filter(|&p| self.try_unref(handle::to_ptr(p)).is_ok())
+            .filter(|&p| self.unref_with(handle::to_ptr(p), true).is_ok())
             .count()
     }
 }
