@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::sync::Mutex;
-use crate::{Error, Registry, SharedGuard};
+use crate::{handle, Error, Registry, SharedGuard};
 
 /// A value of the owner's, type-erased: its box and its drop.
 struct Erased {
@@ -99,16 +99,13 @@ struct Table {
     values: BTreeMap<u64, Erased>,
     deferred: Vec<Erased>,
     /// Handles of the global registry saved here, unreffed at exit.
-    global: Vec<(u64, *mut c_void)>,
+    global: Vec<u64>,
 }
 
 /// One thread's table of local values.
 struct Owner {
     table: Mutex<Table>,
 }
-
-// SAFETY: `global`'s pointers are handles (integers), never dereferenced.
-unsafe impl Send for Table {}
 
 /// The owner's end: its exit runs when the thread's thread-locals go.
 struct OwnerSlot(Arc<Owner>);
@@ -152,10 +149,10 @@ impl Drop for OwnerSlot {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| erased.drop_now()));
             }
         }
-        for (_, ptr) in global {
+        for h in global {
             // Stale if it was unreffed already; a record's drop now finds
             // the table dead and drops nothing.
-            let _ = std::panic::catch_unwind(|| Registry::global().try_unref(ptr));
+            let _ = std::panic::catch_unwind(|| Registry::global().try_unref(handle::to_ptr(h)));
         }
     }
 }
@@ -191,7 +188,13 @@ fn is_owner(owner: &Arc<Owner>) -> bool {
         .unwrap_or(false)
 }
 
-/// Drops the values other threads queued for this thread. Returns how many.
+/// Drops the values other threads queued for this thread (unreffed
+/// there), here on their thread. Returns how many.
+///
+/// # Panics
+///
+/// If a value's `Drop` panics: after every queued value was dropped, the
+/// first such panic is resumed.
 ///
 /// ```
 /// assert_eq!(handle_registry::kinds::local::drop_deferred(), 0);
@@ -206,8 +209,18 @@ pub fn drop_deferred() -> usize {
     };
     let deferred = std::mem::take(&mut owner.table.lock().deferred);
     let n = deferred.len();
+    // Every value is dropped even if one's `Drop` panics (an `Erased` left
+    // behind would leak); the first panic is resumed after.
+    let mut panic = None;
     for erased in deferred {
-        erased.drop_now();
+        if let Err(payload) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| erased.drop_now()))
+        {
+            panic.get_or_insert(payload);
+        }
+    }
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
     }
     n
 }
@@ -339,8 +352,10 @@ impl Registry {
         let ptr = self.save(record);
         if std::ptr::eq(self, Registry::global()) {
             let mut table = owner.table.lock();
-            table.global.retain(|&(_, p)| Registry::global().is_live(p));
-            table.global.push((key, ptr));
+            table
+                .global
+                .retain(|&h| Registry::global().is_live(handle::to_ptr(h)));
+            table.global.push(handle::from_ptr(ptr));
         }
         ptr
     }
@@ -349,6 +364,8 @@ impl Registry {
     /// any other thread (which never touches the value), `Stale` once the
     /// value was unreffed or its thread exited, `Busy` while a
     /// [`LocalGuard`] of it is alive, and the usual errors for bad handles.
+    /// Never panics: it first drops the values other threads queued for
+    /// this thread, and a panic from one of their `Drop`s is discarded.
     ///
     /// ```
     /// use std::cell::Cell;
@@ -371,7 +388,11 @@ impl Registry {
     /// # r.unref(p).unwrap();
     /// ```
     pub fn restore_local<T: Any>(&self, ptr: *mut c_void) -> Result<LocalGuard<'_, T>, Error> {
-        drop_deferred();
+        // A callback must not unwind into C: a deferred value's panicking
+        // `Drop` is caught and discarded here, as `c_unref` does.
+        if let Err(payload) = std::panic::catch_unwind(drop_deferred) {
+            crate::panic::drop_payload(payload);
+        }
         let record = self.restore_ref::<LocalRecord<T>>(ptr)?;
         let value = {
             let mut table = record.owner.table.lock();
@@ -624,5 +645,31 @@ mod tests {
         });
         assert_eq!(drops.load(Ordering::SeqCst), 3 * n);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_deferred_drop_never_escapes_restore_local() {
+        struct Boom(Arc<AtomicUsize>);
+        impl Drop for Boom {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                panic!("deferred boom");
+            }
+        }
+        let r = Registry::new();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let p = r.save_local(Boom(drops.clone()));
+        let q = r.save_local(Boom(drops.clone()));
+        let (hp, hq) = (send(p), send(q));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                r.unref(back(hp)).unwrap();
+                r.unref(back(hq)).unwrap();
+            });
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        // Both dropped here, both panics swallowed.
+        assert_eq!(r.restore_local::<Boom>(p).err(), Some(Error::Stale));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 }
