@@ -10,8 +10,12 @@
 //!    found through the fixed directory (see [`pages`](crate::pages)), and
 //!    one compare-exchange on the slot's word borrows it. Locks are taken
 //!    only by the free list (refilling or returning a batch of indices,
-//!    allocating a page) and by waiting, never while user code runs: a
-//!    guard's holder, and a value's `Drop`, may use the registry freely.
+//!    allocating a page), by waiting, and by the count table of retained
+//!    handles (`retain`, and removals of a word with `COUNTED`: slot
+//!    transitions 8 and 9), never while user code runs: a guard's holder,
+//!    and a value's `Drop`, may use the registry freely. The count lock is
+//!    released before any value is dropped and before waiters are woken,
+//!    so no other lock is ever taken while it is held.
 //! 2. **Waiting never holds a reference.** A thread blocked by another
 //!    thread's borrow takes the registry's `wait_lock`, flags the word that
 //!    blocked it (`WAITING`) and parks on `wake`. Whoever clears `WAITING`
