@@ -122,6 +122,15 @@ mod tests {
     }
 
     #[test]
+    fn retained_is_its_own_kind() {
+        assert_ne!(Error::Retained, Error::Busy);
+        assert_eq!(
+            Error::Retained.to_string(),
+            "value is retained: other references to it are still out"
+        );
+    }
+
+    #[test]
     fn display_names_both_types() {
         let e = Error::WrongType {
             expected: "u8",
