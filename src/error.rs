@@ -60,7 +60,10 @@ pub enum Error {
     Busy,
     /// The registry has no free index left (see the handle layout in
     /// [`handle`](crate::handle)): every index the layout can express is
-    /// live or retired.
+    /// live or retired. Also returned by a [`Group`](crate::Group) with a
+    /// limit when that many of its handles are live
+    /// ([`Group::full_report`](crate::Group::full_report) names the types
+    /// holding them).
     Full,
     /// Every registry id is in use by a live [`Registry`](crate::Registry).
     TooManyRegistries,
@@ -69,8 +72,16 @@ pub enum Error {
     /// [`Registry::scope`](crate::Registry::scope) whose state is not
     /// `Send` (use [`scope_send`](crate::Registry::scope_send) or
     /// [`scope_sync`](crate::Registry::scope_sync) when C calls back from
-    /// its own threads).
+    /// its own threads), or a [`restore_local`](crate::Registry::restore_local)
+    /// from a thread other than the one that saved the value.
     WrongThread,
+    /// The value was [`retain`](crate::Registry::retain)ed and more than
+    /// one reference to it is still out, so [`take`](crate::take) (or
+    /// [`Handle::into_inner`](crate::Handle::into_inner)) cannot move it
+    /// out without pulling it from under the other holders. Nothing was
+    /// changed; drop the extra references with [`unref`](crate::unref)
+    /// first, or use `unref` to drop just this one.
+    Retained,
     /// The callback panicked. The panic was caught before it could unwind
     /// into C and is resumed when the scope that lent the state returns.
     Panicked,
@@ -90,6 +101,9 @@ impl fmt::Display for Error {
             Error::Full => f.write_str("registry is full: no handle index left"),
             Error::TooManyRegistries => f.write_str("too many live registries"),
             Error::WrongThread => f.write_str("value lent to another thread's scope"),
+            Error::Retained => {
+                f.write_str("value is retained: other references to it are still out")
+            }
             Error::Panicked => f.write_str("callback panicked; resumed when the scope returns"),
         }
     }
@@ -105,6 +119,15 @@ mod tests {
     fn error_is_send_sync_static() {
         fn assert_bounds<E: std::error::Error + Send + Sync + 'static>() {}
         assert_bounds::<Error>();
+    }
+
+    #[test]
+    fn retained_is_its_own_kind() {
+        assert_ne!(Error::Retained, Error::Busy);
+        assert_eq!(
+            Error::Retained.to_string(),
+            "value is retained: other references to it are still out"
+        );
     }
 
     #[test]

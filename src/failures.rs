@@ -23,7 +23,7 @@ use crate::{handle, Error, Registry};
 pub const RECENT: usize = 8;
 
 /// How many kinds of [`Error`] are counted (see `kind`).
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 fn kind(error: &Error) -> usize {
     match error {
@@ -37,6 +37,7 @@ fn kind(error: &Error) -> usize {
         Error::TooManyRegistries => 7,
         Error::WrongThread => 8,
         Error::Panicked => 9,
+        Error::Retained => 10,
     }
 }
 

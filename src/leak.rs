@@ -38,8 +38,9 @@ impl Registry {
             // A seqlock read: keep the entry only if the slot still holds
             // the same value.
             fence(Ordering::Acquire);
-            if slot.state.load(Ordering::Relaxed) & !slot::BORROW_BITS != word & !slot::BORROW_BITS
-            {
+            // (A retain's `COUNTED` does not change the value either.)
+            let same = !(slot::BORROW_BITS | slot::COUNTED);
+            if slot.state.load(Ordering::Relaxed) & same != word & same {
                 continue;
             }
             if let (Some(vtable), Some(site)) = (vtable, site) {

@@ -38,6 +38,8 @@
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
 //! * [`Registry::scope`] and its siblings: borrowed state for one C call.
 //! * [`failures`]: refused lookups, counted and kept, so mistakes are seen.
+//! * [`kinds`]: counted ([`retain`]), weak, thread-affine (not `Send`)
+//!   handles, and [`Group`]s freed together.
 //! * [`panic`](mod@panic): carrying a callback's panic back across C.
 //! * [`static_trampoline`]: C function pointers without `user_data`.
 //! * `completion` (feature `async`): futures and streams that C callbacks
@@ -70,6 +72,7 @@ pub mod failures;
 mod free;
 mod guard;
 pub mod handle;
+pub mod kinds;
 mod leak;
 pub mod lend;
 mod owned;
@@ -88,6 +91,8 @@ use std::ffi::c_void;
 pub use error::Error;
 pub use failures::{Failure, Failures};
 pub use guard::{Guard, SharedGuard};
+pub use kinds::group::{Group, GroupReport};
+pub use kinds::local::LocalGuard;
 pub use leak::{LeakGroup, LeakReport, LiveEntry};
 pub use owned::Handle;
 pub use registry::Registry;
@@ -159,6 +164,22 @@ pub fn take<T: Any + Send>(ptr: *mut c_void) -> Result<T, Error> {
 /// ```
 pub fn unref(ptr: *mut c_void) -> Result<(), Error> {
     Registry::global().unref(ptr)
+}
+
+/// One more reference to the value `ptr` names in the global registry:
+/// each [`unref`] (or [`c_unref`]) drops one, and the value is dropped at
+/// the last. See [`Registry::retain`].
+///
+/// ```
+/// let p = handle_registry::save(String::from("twice"));
+/// handle_registry::retain(p).unwrap();
+/// handle_registry::unref(p).unwrap();
+/// assert_eq!(*handle_registry::restore::<String>(p).unwrap(), "twice");
+/// handle_registry::unref(p).unwrap();
+/// assert!(handle_registry::restore::<String>(p).is_err());
+/// ```
+pub fn retain(ptr: *mut c_void) -> Result<(), Error> {
+    Registry::global().retain(ptr)
 }
 
 /// [`unref`] for C: fits a destroy-notify slot (`GDestroyNotify`,

@@ -129,15 +129,31 @@ impl<'r, T: Any + Send> Handle<'r, T> {
     /// obtained from the raw pointer; in that case the handle is unreffed
     /// when the borrow ends, as on drop.
     ///
+    /// Fails with [`Error::Retained`] if the handle was
+    /// [`retain`](crate::Registry::retain)ed and other references are
+    /// still out: the value is not moved out from under them; this
+    /// handle's own reference is dropped (as on drop), and the value lives
+    /// on until the others are unreffed.
+    ///
     /// ```
-    /// let h = handle_registry::Handle::new(String::from("back"));
+    /// use handle_registry::{Error, Handle};
+    ///
+    /// let h = Handle::new(String::from("back"));
     /// assert_eq!(h.into_inner().unwrap(), "back");
+    ///
+    /// let h = Handle::new(String::from("kept"));
+    /// let p = h.as_ptr();
+    /// handle_registry::retain(p).unwrap(); // a C destroy-notify holds one
+    /// assert_eq!(h.into_inner(), Err(Error::Retained));
+    /// assert_eq!(*handle_registry::restore::<String>(p).unwrap(), "kept");
+    /// handle_registry::unref(p).unwrap(); // C's reference, the last
     /// ```
     pub fn into_inner(self) -> Result<T, Error> {
         let this = std::mem::ManuallyDrop::new(self);
         let taken = this.registry.take(this.as_ptr());
-        if let Err(Error::Busy) = taken {
-            // Keep the promise that the value does not outlive the handle.
+        if let Err(Error::Busy | Error::Retained) = taken {
+            // Keep the promise that the value does not outlive the handle
+            // (for `Retained`: drop our reference, the others keep it).
             let _ = this.registry.unref(this.as_ptr());
         }
         taken

@@ -10,8 +10,12 @@
 //!    found through the fixed directory (see [`pages`](crate::pages)), and
 //!    one compare-exchange on the slot's word borrows it. Locks are taken
 //!    only by the free list (refilling or returning a batch of indices,
-//!    allocating a page) and by waiting, never while user code runs: a
-//!    guard's holder, and a value's `Drop`, may use the registry freely.
+//!    allocating a page), by waiting, and by the count table of retained
+//!    handles (`retain`, and removals of a word with `COUNTED`: slot
+//!    transitions 8 and 9), never while user code runs: a guard's holder,
+//!    and a value's `Drop`, may use the registry freely. The count lock is
+//!    released before any value is dropped and before waiters are woken,
+//!    so no other lock is ever taken while it is held.
 //! 2. **Waiting never holds a reference.** A thread blocked by another
 //!    thread's borrow takes the registry's `wait_lock`, flags the word that
 //!    blocked it (`WAITING`) and parks on `wake`. Whoever clears `WAITING`
@@ -23,6 +27,7 @@
 //!    corrupt anything.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::fmt;
 use std::panic::Location;
@@ -34,7 +39,7 @@ use crate::failures::FailureLog;
 use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
 use crate::pages::Pages;
-use crate::slot::{self, Slot, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, WAITING};
+use crate::slot::{self, Slot, COUNTED, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, WAITING};
 use crate::{thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
@@ -73,6 +78,12 @@ pub struct Registry {
     wait_lock: Mutex<()>,
     wake: Condvar,
     failures: FailureLog,
+    /// Reference counts of retained handles (slot transitions 8 and 9),
+    /// keyed by the handle's integer. Touched only by `retain` and by
+    /// removals of a word with `COUNTED`.
+    counts: Mutex<BTreeMap<u64, usize>>,
+    /// Weak handles not yet known dead, see [`kinds`](crate::kinds).
+    pub(crate) weak: Mutex<crate::kinds::weak::WeakList>,
 }
 
 /// Registry ids that may be handed out, with the generation they start at.
@@ -194,6 +205,8 @@ impl Registry {
             wait_lock: Mutex::new(()),
             wake: Condvar::new(),
             failures: FailureLog::new(),
+            counts: Mutex::new(BTreeMap::new()),
+            weak: Mutex::new(crate::kinds::weak::WeakList::new()),
         }
     }
 
@@ -419,9 +432,25 @@ impl Registry {
     /// assert_eq!(r.take::<Vec<char>>(p), Err(Error::Stale));
     /// ```
     pub fn take<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
+        self.take_counted(ptr, false)
+    }
+
+    /// `take`, where `force` removes a retained value whatever its count
+    /// (a scope's end, see transition 9).
+    pub(crate) fn take_counted<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        force: bool,
+    ) -> Result<T, Error> {
         let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
         // SAFETY: we hold the exclusive borrow that set `locked`.
-        let vacant = unsafe { self.empty(slot, locked) }?;
+        let vacant = match unsafe { self.empty(ptr, slot, locked, force) } {
+            Ok(vacant) => vacant,
+            Err(Error::Retained) => {
+                return Err(self.refused(ptr, Error::Retained, std::any::type_name::<T>()))
+            }
+            Err(e) => return Err(e),
+        };
         // SAFETY: the slot is vacant (or retired) by our hand, out of every
         // lookup's reach, and holds a `T` (checked by `borrow`).
         let value = unsafe { slot.move_out::<T>() };
@@ -436,15 +465,45 @@ impl Registry {
     /// it. Returns the new word, or `Stale` if an unref orphaned the slot
     /// meanwhile (the borrow is then released, and the value dropped).
     ///
+    /// A word with `COUNTED` is removed under the count lock (transition
+    /// 9): with more than one reference out, the borrow is released and
+    /// the answer is `Retained`, unless `force` (a scope's end), which
+    /// removes whatever the count.
+    ///
     /// # Safety
-    /// The caller holds the exclusive borrow of `slot` that set `locked`.
-    unsafe fn empty(&self, slot: &Slot, locked: usize) -> Result<usize, Error> {
+    /// The caller holds the exclusive borrow of `slot`, the slot of handle
+    /// `ptr`, that set `locked`.
+    unsafe fn empty(
+        &self,
+        ptr: *mut c_void,
+        slot: &Slot,
+        locked: usize,
+        force: bool,
+    ) -> Result<usize, Error> {
         let mut seen = locked;
+        let mut counts = None;
         loop {
             if seen & LIVE == 0 {
+                // Release outside the count lock: as the orphan's last
+                // borrower we drop the value, which is user code.
+                drop(counts);
                 // SAFETY: per the caller.
                 unsafe { self.release_exclusive(slot, locked) };
                 return Err(Error::Stale);
+            }
+            if seen & COUNTED != 0 {
+                let Some(table) = &counts else {
+                    counts = Some(self.counts.lock());
+                    seen = slot.state.load(Ordering::Relaxed);
+                    continue;
+                };
+                let key = handle::from_ptr(ptr);
+                if !force && table.get(&key).copied().unwrap_or(1) > 1 {
+                    drop(counts);
+                    // SAFETY: per the caller.
+                    unsafe { self.release_exclusive(slot, locked) };
+                    return Err(Error::Retained);
+                }
             }
             let vacant = slot::removed(slot::unborrowed(seen), LAYOUT.max_generation());
             match slot
@@ -452,6 +511,11 @@ impl Registry {
                 .compare_exchange(seen, vacant, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
+                    if let Some(mut table) = counts {
+                        if seen & COUNTED != 0 {
+                            table.remove(&(handle::from_ptr(ptr)));
+                        }
+                    }
                     if seen & WAITING != 0 {
                         self.wake_waiters();
                     }
@@ -466,8 +530,9 @@ impl Registry {
     /// this thread (see `Mode::Reclaim`): waits for every other borrow.
     pub(crate) fn reclaim<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
         let (slot, locked) = self.borrow::<T>(ptr, Mode::Reclaim)?;
-        // SAFETY: we hold the exclusive borrow that set `locked`.
-        let vacant = unsafe { self.empty(slot, locked) }?;
+        // SAFETY: we hold the exclusive borrow that set `locked`. A scope's
+        // record goes whatever its count (`force`): every copy turns stale.
+        let vacant = unsafe { self.empty(ptr, slot, locked, true) }?;
         // SAFETY: as in `take`.
         let value = unsafe { slot.move_out::<T>() };
         if vacant & RETIRED == 0 {
@@ -482,8 +547,9 @@ impl Registry {
     /// The caller holds the exclusive borrow of the slot of handle `ptr`
     /// that set `locked`.
     pub(crate) unsafe fn vacate(&self, ptr: *mut c_void, slot: &Slot, locked: usize) {
-        // SAFETY: per the caller.
-        if let Ok(vacant) = unsafe { self.empty(slot, locked) } {
+        // SAFETY: per the caller. A scope's end removes its record whatever
+        // its count (`force`).
+        if let Ok(vacant) = unsafe { self.empty(ptr, slot, locked, true) } {
             // SAFETY: we just made it vacant; the value is ours.
             unsafe { self.dispose(slot, index_of(ptr), vacant) };
         }
@@ -510,12 +576,21 @@ impl Registry {
         self.try_unref(ptr).map_err(|e| self.refused(ptr, e, "_"))
     }
 
-    fn try_unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+    pub(crate) fn try_unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        self.unref_with(ptr, false)
+    }
+
+    /// `unref`; with `force`, a retained value is removed whatever its
+    /// count (a [`Group`](crate::Group)'s clear): every reference goes.
+    pub(crate) fn unref_with(&self, ptr: *mut c_void, force: bool) -> Result<(), Error> {
         let (slot, generation) = self.lookup(ptr)?;
         let mut seen = slot::at(generation) | LIVE;
         loop {
             if slot::generation(seen) != generation || seen & LIVE == 0 {
                 return Err(self.refusal(ptr, seen, generation));
+            }
+            if seen & COUNTED != 0 {
+                return self.unref_counted(ptr, slot, generation, force);
             }
             let new = slot::removed(seen, LAYOUT.max_generation());
             match slot
@@ -532,6 +607,148 @@ impl Registry {
                 Err(now) => seen = now,
             }
         }
+    }
+
+    /// `unref` of a word with `COUNTED` (transition 9): drops one
+    /// reference, and removes the value at the last, under the count lock.
+    #[cold]
+    #[inline(never)]
+    fn unref_counted(
+        &self,
+        ptr: *mut c_void,
+        slot: &Slot,
+        generation: u32,
+        force: bool,
+    ) -> Result<(), Error> {
+        let key = handle::from_ptr(ptr);
+        let mut table = self.counts.lock();
+        let mut seen = slot.state.load(Ordering::Relaxed);
+        loop {
+            if slot::generation(seen) != generation || seen & LIVE == 0 {
+                return Err(self.refusal(ptr, seen, generation));
+            }
+            if seen & COUNTED != 0 && !force {
+                match table.get_mut(&key) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
+            let new = slot::removed(seen, LAYOUT.max_generation());
+            match slot
+                .state
+                .compare_exchange(seen, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    table.remove(&key);
+                    // The value is dropped (by us, or by the last borrower)
+                    // with the lock released: `Drop` is user code.
+                    drop(table);
+                    if !slot::is_borrowed(seen) {
+                        // SAFETY: we made the slot vacant (or retired); its
+                        // value is ours to drop, and the index ours to free.
+                        unsafe { self.dispose(slot, index_of(ptr), new) };
+                    }
+                    return Ok(());
+                }
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    /// Whether `ptr` names a live value of this registry (any type),
+    /// without recording a refusal.
+    pub(crate) fn is_live(&self, ptr: *mut c_void) -> bool {
+        self.lookup(ptr).is_ok_and(|(slot, generation)| {
+            let seen = slot.state.load(Ordering::Relaxed);
+            slot::generation(seen) == generation && seen & LIVE != 0
+        })
+    }
+
+    /// Adds one reference to the value `ptr` names: it is dropped only when
+    /// every reference is gone, one [`unref`](Registry::unref) (or
+    /// [`c_unref`](crate::c_unref), as a C destroy-notify) each. This is for
+    /// C APIs that keep one `user_data` in several places, each with its
+    /// own destroy-notify (`sqlite3_create_function_v2` for several
+    /// functions, one closure connected to several GLib signals).
+    ///
+    /// While more than one reference is out, [`take`](Registry::take)
+    /// answers [`Error::Retained`] and changes nothing. Retaining never
+    /// waits and never borrows: it works on a borrowed value too. The
+    /// value must be live: a removed handle is [`Error::Stale`].
+    ///
+    /// ```
+    /// use handle_registry::Error;
+    ///
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(String::from("shared by three destroy-notifies"));
+    /// r.retain(p).unwrap();
+    /// r.retain(p).unwrap();
+    /// assert_eq!(r.take::<String>(p), Err(Error::Retained));
+    /// r.unref(p).unwrap();
+    /// r.unref(p).unwrap();
+    /// assert_eq!(r.restore::<String>(p).unwrap().len(), 32); // still live
+    /// r.unref(p).unwrap(); // the last reference: dropped
+    /// assert_eq!(r.unref(p), Err(Error::Stale));
+    /// ```
+    pub fn retain(&self, ptr: *mut c_void) -> Result<(), Error> {
+        self.try_retain(ptr).map_err(|e| self.refused(ptr, e, "_"))
+    }
+
+    fn try_retain(&self, ptr: *mut c_void) -> Result<(), Error> {
+        let (slot, generation) = self.lookup(ptr)?;
+        let mut table = self.counts.lock();
+        let mut seen = slot.state.load(Ordering::Relaxed);
+        loop {
+            if slot::generation(seen) != generation || seen & LIVE == 0 {
+                return Err(self.refusal(ptr, seen, generation));
+            }
+            if seen & COUNTED != 0 {
+                break;
+            }
+            match slot.state.compare_exchange(
+                seen,
+                seen | COUNTED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        let n = table.entry(handle::from_ptr(ptr)).or_insert(1);
+        *n = n.saturating_add(1);
+        Ok(())
+    }
+
+    /// How many references to the value `ptr` names are out: 1 for a value
+    /// never [`retain`](Registry::retain)ed, more after retains. An error
+    /// as for [`check`](Registry::check) when the handle is not live.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let p = r.save(0u8);
+    /// assert_eq!(r.ref_count(p), Ok(1));
+    /// r.retain(p).unwrap();
+    /// assert_eq!(r.ref_count(p), Ok(2));
+    /// r.unref(p).unwrap();
+    /// assert_eq!(r.ref_count(p), Ok(1));
+    /// # r.unref(p).unwrap();
+    /// ```
+    pub fn ref_count(&self, ptr: *mut c_void) -> Result<usize, Error> {
+        let (slot, generation) = self.lookup(ptr)?;
+        let table = self.counts.lock();
+        let seen = slot.state.load(Ordering::Relaxed);
+        if slot::generation(seen) != generation || seen & LIVE == 0 {
+            return Err(self.refusal(ptr, seen, generation));
+        }
+        Ok(if seen & COUNTED != 0 {
+            table.get(&(handle::from_ptr(ptr))).copied().unwrap_or(1)
+        } else {
+            1
+        })
     }
 
     /// Whether `ptr` names a live `T` in this registry, without borrowing
@@ -743,7 +960,7 @@ impl Registry {
             };
             let attempt = match mode {
                 Mode::Exclusive | Mode::Reclaim if !slot::is_borrowed(seen) => {
-                    Some(exclusive_word | (seen & WAITING))
+                    Some(exclusive_word | (seen & (WAITING | COUNTED)))
                 }
                 Mode::Shared if seen & EXCLUSIVE == 0 && readers < slot::MAX_BORROW => {
                     Some(seen + READER)
@@ -908,6 +1125,11 @@ impl Registry {
         self.pages
             .index_of(slot)
             .expect("a borrowed slot belongs to its registry")
+    }
+
+    #[cfg(test)]
+    pub(crate) fn counts_is_empty(&self) -> bool {
+        self.counts.lock().is_empty()
     }
 
     #[cfg(test)]

@@ -18,13 +18,19 @@
 //! # The state word
 //!
 //! ```text
-//! 64-bit:  63          32 31                  5    4       3        2       1      0
-//!         +-------------+----------------------+-------+--------+--------+------+------+
-//!         | generation  | borrow: owner id     | PINNED| RETIRED| WAITING| EXCL | LIVE |
-//!         |  (32 bits)  | (EXCL) or readers(27)|       |        |        |      |      |
-//!         +-------------+----------------------+-------+--------+--------+------+------+
-//! 32-bit:   generation 12 bits (31..20), borrow 15 bits (19..5), same flags.
+//! 64-bit:  63          32 31                  6     5       4       3        2       1      0
+//!         +-------------+----------------------+--------+-------+--------+--------+------+------+
+//!         | generation  | borrow: owner id     | COUNTED| PINNED| RETIRED| WAITING| EXCL | LIVE |
+//!         |  (32 bits)  | (EXCL) or readers(26)|        |       |        |        |      |      |
+//!         +-------------+----------------------+--------+-------+--------+--------+------+------+
+//! 32-bit:   generation 12 bits (31..20), borrow 14 bits (19..6), same flags.
 //! ```
+//!
+//! The borrow field bounds both the number of threads that can hold an
+//! owner id and the number of readers of one value at once: 2^26 - 1 on
+//! 64-bit targets, 16 383 on 32-bit ones (one bit fewer than before
+//! `COUNTED` took its place; see [`thread`](crate::thread) for what
+//! happens past it).
 //!
 //! The generation is the handle's (see [`handle`](crate::handle)); the
 //! owner id is a small per-thread number (see [`thread`](crate::thread)).
@@ -43,6 +49,16 @@
 //! | Shared(g, n) | `g LIVE n [W]` | borrowed by `n ≥ 1` readers |
 //! | Orphan(g') | `g' EXCL t [W]` or `g' n [W]` | removed while borrowed: not `LIVE`, generation already moved on; the last borrower drops the value |
 //! | Retired | `max RETIRED` | the generation is exhausted; never reused |
+//!
+//! `COUNTED` marks a live value that was [`retain`](crate::Registry::retain)ed
+//! at least once: its reference count lives in the registry's side table
+//! (see [`kinds::counted`](crate::kinds)), and every removal of such a
+//! value goes through that table's lock. It rides on any live state (Live,
+//! Excl, Shared; set by a compare-exchange that expects the live
+//! generation) and leaves with the removal (`removed` drops it). A plain
+//! handle never has it, so the fast paths, whose expected words are built
+//! without it, are untouched: a counted value's borrow and unref simply
+//! fail their first exchange and take the slow path, which keeps the flag.
 //!
 //! `PINNED` marks a slot published already borrowed by the thread that
 //! saved it, for the whole of a [`scope`](crate::Registry::scope): its
@@ -85,6 +101,30 @@
 //!    vacant, after the value was dropped: a saver who gets the index from
 //!    the free list owns the slot outright.
 //!
+//! 8. **retain** (Live(g), Excl(g, t) or Shared(g, n) → the same word
+//!    with `COUNTED`): under the registry's count lock, a compare-exchange
+//!    loop that expects the live generation `g` (so it answers `Stale`
+//!    against a removal that landed first), then the handle's count in the
+//!    side table goes up by one (a first retain records 2). `Relaxed` is
+//!    enough: retain never touches the value, and the count table is
+//!    ordered by its lock.
+//! 9. **counted removal**: an `unref` or `take` that sees `COUNTED` takes
+//!    the count lock and re-reads the word. An `unref` with a count above
+//!    one only decrements it; at the last reference it makes transition 4
+//!    *while still holding the lock* and removes the table entry, then
+//!    drops the lock before it drops the value. A `take` (transition 5)
+//!    holding its exclusive borrow answers `Retained` when the count is
+//!    above one, releasing the borrow and changing nothing; otherwise it
+//!    removes under the lock as `unref` does. A scope's end removes its
+//!    record whatever the count (every retained copy answers `Stale`
+//!    after). Since every removal of a `COUNTED` word happens under the
+//!    lock, and a removal that did not see `COUNTED` fails its exchange if
+//!    a retain set it meanwhile, a retain can never revive a dying value:
+//!    either its exchange lands first (and the removal sees the count), or
+//!    the removal does (and the retain sees a new generation: `Stale`).
+//!    Invariant: a table entry exists exactly while its handle's word is
+//!    live with `COUNTED`.
+//!
 //! Any integer that decodes to an index of an allocated page reaches a real
 //! slot; every other integer is refused before memory is touched. A failed
 //! exchange returns the word it saw, and the error is read off that word:
@@ -105,7 +145,8 @@ pub(crate) const EXCLUSIVE: usize = 0b0010;
 pub(crate) const WAITING: usize = 0b0100;
 pub(crate) const RETIRED: usize = 0b1000;
 pub(crate) const PINNED: usize = 0b1_0000;
-const BORROW_SHIFT: u32 = 5;
+pub(crate) const COUNTED: usize = 0b10_0000;
+const BORROW_SHIFT: u32 = 6;
 const GENERATION_SHIFT: u32 = usize::BITS - Layout::NATIVE.generation_bits;
 /// The borrow field: an owner id or a reader count.
 const BORROW_MASK: usize = ((1 << GENERATION_SHIFT) - 1) & !((1 << BORROW_SHIFT) - 1);
@@ -368,11 +409,11 @@ mod tests {
     #[test]
     fn word_fields_do_not_overlap() {
         let g = Layout::NATIVE.max_generation();
-        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED | PINNED;
+        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED | PINNED | COUNTED;
         assert_eq!(generation(w), g);
         assert_eq!(borrow(w), MAX_BORROW);
-        assert_eq!(w & 0b1_1111, 0b1_1111);
-        assert_eq!(unborrowed(w), at(g) | LIVE | RETIRED);
+        assert_eq!(w & 0b11_1111, 0b11_1111);
+        assert_eq!(unborrowed(w), at(g) | LIVE | RETIRED | COUNTED);
         assert_eq!(at(g) & BORROW_MASK, 0);
         assert_eq!(generation(at(1)), 1);
     }
@@ -386,6 +427,8 @@ mod tests {
             at(4) | EXCLUSIVE | WAITING | (5 << BORROW_SHIFT)
         );
         assert_eq!(removed(at(max) | LIVE, max), at(max) | RETIRED);
+        // A removal drops `COUNTED`: a vacant word is its generation alone.
+        assert_eq!(removed(at(3) | LIVE | COUNTED, max), at(4));
     }
 
     #[test]

@@ -5,8 +5,14 @@
 //! Forged integers, NULL, stale handles, wrong types and handles of the
 //! other registry are all in the mix. Pure Rust: runs under Miri too, with
 //! fewer and shorter cases.
+//!
+//! The other kinds are in it too: `retain` (a reference count per handle),
+//! weak handles (an `Arc` the model drops, then sweeps), and thread-affine
+//! handles (restored here, and from another thread: `WrongThread`).
 
+use std::cell::Cell;
 use std::ffi::c_void;
+use std::sync::Arc;
 
 use handle_registry::{Error, Registry};
 use proptest::prelude::*;
@@ -15,14 +21,37 @@ use proptest::prelude::*;
 enum Val {
     Num(u32),
     Text(String),
+    /// A weak handle to an `Arc<u64>` holding this.
+    Weak(u64),
+    /// A local handle to a `Cell<u16>` holding this.
+    Local(u16),
 }
+
+/// The name a `WrongType` gives for a record type the crate keeps private.
+const PRIVATE: &str = "(private record)";
 
 impl Val {
     fn type_name(&self) -> &'static str {
         match self {
             Val::Num(_) => std::any::type_name::<u32>(),
             Val::Text(_) => std::any::type_name::<String>(),
+            Val::Weak(_) | Val::Local(_) => PRIVATE,
         }
+    }
+}
+
+/// `got == want`, where a `WrongType` whose model name is [`PRIVATE`]
+/// matches any `found` name.
+fn same<T: PartialEq>(got: &Result<T, Error>, want: &Result<T, Error>) -> bool {
+    match (got, want) {
+        (
+            Err(Error::WrongType { expected: a, .. }),
+            Err(Error::WrongType {
+                expected: b,
+                found: PRIVATE,
+            }),
+        ) => a == b,
+        _ => got == want,
     }
 }
 
@@ -43,6 +72,15 @@ enum Op {
     BitFlip(usize, usize, u8),
     /// Restore an arbitrary integer.
     Forged(usize, u64),
+    Retain(usize, usize),
+    SaveWeak(usize, u64),
+    RestoreWeak(usize, usize),
+    /// Drop the model's `Arc` of a weak handle, then sweep its registry.
+    DropStrong(usize),
+    SaveLocal(usize, u16),
+    RestoreLocal(usize, usize),
+    /// `restore_local` from another thread: `WrongThread` when live.
+    RestoreLocalElsewhere(usize, usize),
 }
 
 fn val() -> impl Strategy<Value = Val> {
@@ -66,8 +104,15 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pick, reg.clone(), kind()).prop_map(|(p, r, k)| Op::Take(p, r, k)),
         2 => (pick, reg.clone()).prop_map(|(p, r)| Op::Unref(p, r)),
         1 => (pick, reg.clone(), 0..64u8).prop_map(|(p, r, b)| Op::BitFlip(p, r, b)),
-        1 => (reg, prop_oneof![Just(0u64), any::<u64>(), 0..4096u64])
+        1 => (reg.clone(), prop_oneof![Just(0u64), any::<u64>(), 0..4096u64])
             .prop_map(|(r, raw)| Op::Forged(r, raw)),
+        2 => (pick, reg.clone()).prop_map(|(p, r)| Op::Retain(p, r)),
+        1 => (reg.clone(), any::<u64>()).prop_map(|(r, v)| Op::SaveWeak(r, v)),
+        1 => (pick, reg.clone()).prop_map(|(p, r)| Op::RestoreWeak(p, r)),
+        1 => pick.prop_map(Op::DropStrong),
+        1 => (reg.clone(), any::<u16>()).prop_map(|(r, v)| Op::SaveLocal(r, v)),
+        1 => (pick, reg.clone()).prop_map(|(p, r)| Op::RestoreLocal(p, r)),
+        1 => (pick, reg).prop_map(|(p, r)| Op::RestoreLocalElsewhere(p, r)),
     ]
 }
 
@@ -76,6 +121,10 @@ struct Issued {
     ptr: *mut c_void,
     registry: usize,
     value: Option<Val>,
+    /// References out: 1, plus one per successful retain.
+    refs: usize,
+    /// A weak handle's object, while the model keeps it alive.
+    strong: Option<Arc<u64>>,
 }
 
 struct World {
@@ -127,14 +176,113 @@ impl World {
                 let ptr = match &v {
                     Val::Num(x) => self.registries[reg].save(*x),
                     Val::Text(s) => self.registries[reg].save(s.clone()),
+                    Val::Weak(_) | Val::Local(_) => unreachable!("saved by their own ops"),
                 };
                 prop_assert!(!ptr.is_null());
-                prop_assert!(self.issued.iter().all(|h| h.ptr != ptr), "handle reissued");
-                self.issued.push(Issued {
-                    ptr,
-                    registry: reg,
-                    value: Some(v),
+                self.issue(ptr, reg, v, None)?;
+            }
+            Op::SaveWeak(reg, v) => {
+                let strong = Arc::new(v);
+                let ptr = self.registries[reg].save_weak(&strong);
+                self.issue(ptr, reg, Val::Weak(v), Some(strong))?;
+            }
+            Op::SaveLocal(reg, v) => {
+                let ptr = self.registries[reg].save_local(Cell::new(v));
+                self.issue(ptr, reg, Val::Local(v), None)?;
+            }
+            Op::Retain(p, reg) if n > 0 => {
+                let i = p % n;
+                let want = self.expect(i, reg, None).map(drop);
+                let got = self.registries[reg].retain(self.issued[i].ptr);
+                prop_assert_eq!(got, want);
+                if got.is_ok() {
+                    self.issued[i].refs += 1;
+                }
+            }
+            Op::RestoreWeak(p, reg) if n > 0 => {
+                let i = p % n;
+                let want = match self.expect(i, reg, None) {
+                    Ok(Val::Weak(v)) => Ok(*v),
+                    Ok(_) => Err(Error::WrongType {
+                        expected: "",
+                        found: "",
+                    }),
+                    Err(e) => Err(e),
+                };
+                let got = self.registries[reg]
+                    .restore_weak::<u64>(self.issued[i].ptr)
+                    .map(|a| *a);
+                match want {
+                    Err(Error::WrongType { .. }) => {
+                        prop_assert!(matches!(got, Err(Error::WrongType { .. })), "{got:?}")
+                    }
+                    want => prop_assert_eq!(got, want),
+                }
+            }
+            Op::DropStrong(p) if n > 0 => {
+                let i = p % n;
+                if self.issued[i].strong.take().is_some() {
+                    let reg = self.issued[i].registry;
+                    self.registries[reg].sweep_weak();
+                    // Swept (whatever its count) unless already removed.
+                    self.issued[i].value = None;
+                }
+            }
+            Op::RestoreLocal(p, reg) if n > 0 => {
+                let i = p % n;
+                let want = match self.expect(i, reg, None) {
+                    Ok(Val::Local(v)) => Ok(*v),
+                    Ok(_) => Err(Error::WrongType {
+                        expected: "",
+                        found: "",
+                    }),
+                    Err(e) => Err(e),
+                };
+                let got = self.registries[reg]
+                    .restore_local::<Cell<u16>>(self.issued[i].ptr)
+                    .map(|c| {
+                        let v = c.get();
+                        c.set(v.wrapping_add(1));
+                        v
+                    });
+                match want {
+                    Err(Error::WrongType { .. }) => {
+                        prop_assert!(matches!(got, Err(Error::WrongType { .. })), "{got:?}")
+                    }
+                    want => prop_assert_eq!(got, want),
+                }
+                if got.is_ok() {
+                    if let Some(Val::Local(v)) = self.issued[i].value.as_mut() {
+                        *v = v.wrapping_add(1);
+                    }
+                }
+            }
+            Op::RestoreLocalElsewhere(p, reg) if n > 0 => {
+                let i = p % n;
+                let want = match self.expect(i, reg, None) {
+                    Ok(Val::Local(_)) => Err(Error::WrongThread),
+                    Ok(_) => Err(Error::WrongType {
+                        expected: "",
+                        found: "",
+                    }),
+                    Err(e) => Err(e),
+                };
+                let r = &self.registries[reg];
+                let h = self.issued[i].ptr.addr();
+                let got = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        r.restore_local::<Cell<u16>>(std::ptr::without_provenance_mut(h))
+                            .map(|c| c.get())
+                    })
+                    .join()
+                    .unwrap()
                 });
+                match want {
+                    Err(Error::WrongType { .. }) => {
+                        prop_assert!(matches!(got, Err(Error::WrongType { .. })), "{got:?}")
+                    }
+                    want => prop_assert_eq!(got, want),
+                }
             }
             Op::Restore(p, reg, kind) if n > 0 => {
                 let i = p % n;
@@ -153,12 +301,12 @@ impl World {
                         Val::Text(before)
                     }),
                 };
-                prop_assert_eq!(&got, &want);
+                prop_assert!(same(&got, &want), "{got:?} != {want:?}");
                 if got.is_ok() {
                     match self.issued[i].value.as_mut() {
                         Some(Val::Num(x)) => *x = x.wrapping_add(1),
                         Some(Val::Text(s)) => s.push('+'),
-                        None => unreachable!(),
+                        _ => unreachable!(),
                     }
                 }
             }
@@ -171,18 +319,21 @@ impl World {
                     Kind::Num => r.restore_ref::<u32>(ptr).map(|g| Val::Num(*g)),
                     Kind::Text => r.restore_ref::<String>(ptr).map(|g| Val::Text(g.clone())),
                 };
-                prop_assert_eq!(got, want);
+                prop_assert!(same(&got, &want), "{got:?} != {want:?}");
             }
             Op::Take(p, reg, kind) if n > 0 => {
                 let i = p % n;
-                let want = self.expect(i, reg, Some(kind)).cloned();
+                let mut want = self.expect(i, reg, Some(kind)).cloned();
+                if want.is_ok() && self.issued[i].refs > 1 {
+                    want = Err(Error::Retained);
+                }
                 let r = &self.registries[reg];
                 let ptr = self.issued[i].ptr;
                 let got = match kind {
                     Kind::Num => r.take::<u32>(ptr).map(Val::Num),
                     Kind::Text => r.take::<String>(ptr).map(Val::Text),
                 };
-                prop_assert_eq!(&got, &want);
+                prop_assert!(same(&got, &want), "{got:?} != {want:?}");
                 if got.is_ok() {
                     self.issued[i].value = None;
                 }
@@ -193,7 +344,10 @@ impl World {
                 let got = self.registries[reg].unref(self.issued[i].ptr);
                 prop_assert_eq!(got, want);
                 if got.is_ok() {
-                    self.issued[i].value = None;
+                    self.issued[i].refs -= 1;
+                    if self.issued[i].refs == 0 {
+                        self.issued[i].value = None;
+                    }
                 }
             }
             Op::BitFlip(p, reg, bit) if n > 0 => {
@@ -215,12 +369,34 @@ impl World {
         Ok(())
     }
 
+    fn issue(
+        &mut self,
+        ptr: *mut c_void,
+        registry: usize,
+        value: Val,
+        strong: Option<Arc<u64>>,
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(!ptr.is_null());
+        prop_assert!(self.issued.iter().all(|h| h.ptr != ptr), "handle reissued");
+        self.issued.push(Issued {
+            ptr,
+            registry,
+            value: Some(value),
+            refs: 1,
+            strong,
+        });
+        Ok(())
+    }
+
     /// A forged integer resolves only if it *is* an issued handle.
     fn check_forged(&self, reg: usize, raw: usize) -> Result<(), TestCaseError> {
         let ptr: *mut c_void = std::ptr::without_provenance_mut(raw);
         let got = self.restore(ptr, reg, Kind::Num);
         match self.issued.iter().position(|h| h.ptr == ptr) {
-            Some(i) => prop_assert_eq!(got, self.expect(i, reg, Some(Kind::Num)).cloned()),
+            Some(i) => {
+                let want = self.expect(i, reg, Some(Kind::Num)).cloned();
+                prop_assert!(same(&got, &want), "{got:?} != {want:?}");
+            }
             None => {
                 prop_assert!(got.is_err(), "forged {raw:#x} resolved");
                 if raw == 0 {

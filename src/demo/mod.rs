@@ -11,6 +11,9 @@
 //!   with `cc` when the feature is on.
 //! * [`traverse`]: the safe wrapper, the pattern for wrapping a C API with
 //!   `user_data` (a visitor, optional closures, C threads, late calls).
+//! * [`kinds`]: a function table in the shape of
+//!   `sqlite3_create_function_v2` (one `user_data` under several names,
+//!   a destroy-notify each), wrapped with counted handles.
 //! * [`static_native`]: the same C traversal without `user_data`, wrapped
 //!   with [static trampolines](crate::static_trampoline).
 //!
@@ -39,5 +42,6 @@
 //! ```
 
 pub mod ffi;
+pub mod kinds;
 pub mod static_native;
 pub mod traverse;

@@ -1,0 +1,470 @@
+//! Groups: every handle of one connection, plugin or C object, freed in
+//! one call, with a capacity limit.
+//!
+//! # Why
+//!
+//! A plugin is unloaded, a connection closed, a C object destroyed: every
+//! `user_data` handed out on its behalf must go, and C may or may not call
+//! each destroy-notify. A [`Group`] remembers the handles saved through it;
+//! [`Group::clear`] (and dropping the group) removes every one still live,
+//! with [`unref`](crate::Registry::unref) semantics: each answers
+//! [`Error::Stale`] from then on, its value is dropped exactly once (a
+//! borrowed one when its last guard ends, on that guard's thread), and a
+//! [`retain`](crate::Registry::retain)ed one goes with all its references.
+//! Handles C already freed are skipped quietly.
+//!
+//! Each handle becomes stale when `clear` reaches it (they are removed one
+//! by one, in save order); once `clear` returns, all are. A callback racing
+//! `clear` on another thread may thus still see some of the group's handles
+//! live and others stale.
+//!
+//! # Capacity
+//!
+//! [`Group::with_limit`] bounds how many handles of the group may be live
+//! at once: past it, [`Group::try_save`] gives the value back with
+//! [`Error::Full`] and [`Group::save`] panics with a report naming the
+//! types holding the most handles ([`Group::full_report`]), which is what
+//! one wants to read when a C library forgets its destroy-notifies.
+//!
+//! # Cost
+//!
+//! A group's save is a registry save plus a push under the group's lock;
+//! handles freed by C are pruned from the group's list whenever it doubles
+//! (or reaches the limit), so the list stays within twice the live count.
+//! Restores do not know groups exist.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::fmt;
+
+use crate::sync::Mutex;
+use crate::{handle, Error, Registry};
+
+/// Handles saved together and freed together. See the
+/// [module notes](crate::kinds::group).
+///
+/// ```
+/// use handle_registry::{Error, Registry};
+///
+/// let r = Registry::new();
+/// let plugin = r.group();
+/// let a = plugin.save(String::from("callback state"));
+/// let b = plugin.save(42u32);
+/// assert_eq!(plugin.len(), 2);
+/// plugin.clear(); // the plugin is unloaded
+/// assert_eq!(r.restore::<String>(a).err(), Some(Error::Stale));
+/// assert_eq!(r.unref(b), Err(Error::Stale));
+/// ```
+pub struct Group<'r> {
+    registry: &'r Registry,
+    state: Mutex<Members>,
+    limit: Option<usize>,
+}
+
+struct Members {
+    handles: Vec<u64>,
+    /// Prune handles freed by C when `handles` reaches this length.
+    next_prune: usize,
+}
+
+impl Registry {
+    /// A new, empty [`Group`] of handles in this registry, without a
+    /// capacity limit.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group();
+    /// let _ = g.save(1u8);
+    /// drop(g); // clears
+    /// assert!(r.is_empty());
+    /// ```
+    pub fn group(&self) -> Group<'_> {
+        Group {
+            registry: self,
+            state: Mutex::new(Members {
+                handles: Vec::new(),
+                next_prune: 16,
+            }),
+            limit: None,
+        }
+    }
+}
+
+impl<'r> Group<'r> {
+    /// This group, with at most `limit` live handles at once.
+    ///
+    /// ```
+    /// use handle_registry::Error;
+    ///
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group().with_limit(1);
+    /// let _ = g.save(1u8);
+    /// assert_eq!(g.try_save(2u8).err().map(|(e, v)| (e, v)), Some((Error::Full, 2u8)));
+    /// ```
+    pub fn with_limit(mut self, limit: usize) -> Group<'r> {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Saves `value` in the registry as a member of this group and returns
+    /// its handle (an ordinary one: restore, retain and unref it as any).
+    ///
+    /// # Panics
+    ///
+    /// When the group is at its limit or the registry is full; the message
+    /// names the types holding the most handles of the group
+    /// ([`full_report`](Group::full_report)). The value is dropped first.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group();
+    /// let p = g.save(vec![1, 2]);
+    /// assert_eq!(r.restore::<Vec<i32>>(p).unwrap().len(), 2);
+    /// ```
+    #[track_caller]
+    pub fn save<T: Any + Send>(&self, value: T) -> *mut c_void {
+        match self.try_save(value) {
+            Ok(p) => p,
+            Err((e, value)) => {
+                drop(value);
+                let report = self.full_report();
+                let at_limit = self.limit.is_some_and(|l| self.len() >= l);
+                if at_limit {
+                    panic!("handle_registry: group is at its limit: {report}")
+                } else {
+                    panic!("handle_registry: {e}; group: {report}")
+                }
+            }
+        }
+    }
+
+    /// Like [`save`](Group::save), but a full group (or registry) is
+    /// [`Error::Full`] with the value given back.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group().with_limit(2);
+    /// assert!(g.try_save(1u8).is_ok());
+    /// assert!(g.try_save(2u8).is_ok());
+    /// assert!(g.try_save(3u8).is_err());
+    /// g.clear();
+    /// assert!(g.try_save(3u8).is_ok());
+    /// ```
+    #[track_caller]
+    pub fn try_save<T: Any + Send>(&self, value: T) -> Result<*mut c_void, (Error, T)> {
+        let mut members = self.state.lock();
+        let at_limit = |m: &Members| self.limit.is_some_and(|l| m.handles.len() >= l);
+        if members.handles.len() >= members.next_prune || at_limit(&members) {
+            self.prune(&mut members);
+        }
+        if at_limit(&members) {
+            return Err((Error::Full, value));
+        }
+        // Saving runs no user code: it is fine under the group's lock, and
+        // keeps a concurrent save from passing the limit.
+        let ptr = self.registry.try_save(value)?;
+        members.handles.push(handle::from_ptr(ptr));
+        Ok(ptr)
+    }
+
+    /// Forgets the members C already freed.
+    fn prune(&self, members: &mut Members) {
+        let registry = self.registry;
+        members
+            .handles
+            .retain(|&h| registry.is_live(handle::to_ptr(h)));
+        members.next_prune = (members.handles.len() * 2).max(16);
+    }
+
+    /// How many of the group's handles are live (saved through it and not
+    /// yet freed, by [`clear`](Group::clear) or by anyone's `unref`/`take`).
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group();
+    /// let p = g.save(1u8);
+    /// let _q = g.save(2u8);
+    /// r.unref(p).unwrap(); // a destroy-notify from C
+    /// assert_eq!(g.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        let members = self.state.lock();
+        members
+            .handles
+            .iter()
+            .filter(|&&h| self.registry.is_live(handle::to_ptr(h)))
+            .count()
+    }
+
+    /// Whether none of the group's handles is live.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// assert!(r.group().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every live handle of the group (see the
+    /// [module notes](crate::kinds::group)) and returns how many it
+    /// removed. The group stays usable.
+    ///
+    /// If values' `Drop` panic, every handle is still removed, and the
+    /// first panic is resumed after.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group();
+    /// let p = g.save(String::from("a"));
+    /// let guard = r.restore::<String>(p).unwrap();
+    /// assert_eq!(g.clear(), 1); // stale at once; dropped with the guard
+    /// assert_eq!(*guard, "a");
+    /// drop(guard);
+    /// assert!(r.is_empty());
+    /// ```
+    pub fn clear(&self) -> usize {
+        // Take the list first: values' `Drop` (user code) runs with no lock
+        // held, and may use the group.
+        let handles = std::mem::take(&mut self.state.lock().handles);
+        let mut removed = 0;
+        let mut panic = None;
+        for h in handles {
+            let unref = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.registry.unref_with(handle::to_ptr(h), true)
+            }));
+            match unref {
+                Ok(Ok(())) => removed += 1,
+                Ok(Err(_)) => {} // C freed it already
+                Err(payload) => {
+                    removed += 1;
+                    panic.get_or_insert(payload);
+                }
+            }
+        }
+        if let Some(payload) = panic {
+            if std::thread::panicking() {
+                crate::panic::drop_payload(payload);
+            } else {
+                std::panic::resume_unwind(payload);
+            }
+        }
+        removed
+    }
+
+    /// The group's live handles counted by type, most first: what fills
+    /// it. [`save`](Group::save)'s panic message on a full group is this.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group();
+    /// for i in 0..3 {
+    ///     let _ = g.save(i as u64);
+    /// }
+    /// let _ = g.save("x");
+    /// let report = g.full_report();
+    /// assert_eq!(report.top()[0], ("u64", 3));
+    /// assert!(report.to_string().contains("3 x u64"));
+    /// ```
+    pub fn full_report(&self) -> GroupReport {
+        let mut members: Vec<u64> = self.state.lock().handles.clone();
+        members.sort_unstable();
+        let mut by_type: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for entry in self.registry.leak_report().entries() {
+            if members
+                .binary_search(&handle::from_ptr(entry.handle()))
+                .is_ok()
+            {
+                *by_type.entry(entry.type_name()).or_default() += 1;
+            }
+        }
+        let mut top: Vec<(&'static str, usize)> = by_type.into_iter().collect();
+        top.sort_by_key(|&(name, n)| (std::cmp::Reverse(n), name));
+        GroupReport {
+            top,
+            limit: self.limit,
+        }
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+impl fmt::Debug for Group<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("len", &self.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// What holds a group's handles: see [`Group::full_report`].
+///
+/// ```
+/// let r = handle_registry::Registry::new();
+/// let g = r.group().with_limit(4);
+/// let _ = g.save(1u8);
+/// assert_eq!(g.full_report().to_string(), "1 live handle(s) of at most 4: 1 x u8");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupReport {
+    top: Vec<(&'static str, usize)>,
+    limit: Option<usize>,
+}
+
+impl GroupReport {
+    /// Type names and live handle counts, most first.
+    ///
+    /// ```
+    /// let r = handle_registry::Registry::new();
+    /// let g = r.group();
+    /// assert!(g.full_report().top().is_empty());
+    /// ```
+    pub fn top(&self) -> &[(&'static str, usize)] {
+        &self.top
+    }
+}
+
+impl fmt::Display for GroupReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: usize = self.top.iter().map(|&(_, n)| n).sum();
+        write!(f, "{total} live handle(s)")?;
+        if let Some(limit) = self.limit {
+            write!(f, " of at most {limit}")?;
+        }
+        for (i, (name, n)) in self.top.iter().take(5).enumerate() {
+            write!(f, "{}{n} x {name}", if i == 0 { ": " } else { ", " })?;
+        }
+        if self.top.len() > 5 {
+            write!(f, ", ...")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Tracked(Arc<AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn clear_drops_each_once_and_every_handle_goes_stale() {
+        let r = Registry::new();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let g = r.group();
+        let ps: Vec<_> = (0..10).map(|_| g.save(Tracked(drops.clone()))).collect();
+        r.unref(ps[3]).unwrap(); // C freed one
+        r.retain(ps[4]).unwrap(); // C holds two references to another
+        let guard = r.restore_ref::<Tracked>(ps[5]).unwrap();
+        assert_eq!(g.len(), 9);
+        assert_eq!(g.clear(), 9);
+        assert_eq!(drops.load(Ordering::Relaxed), 9);
+        for &p in &ps {
+            assert_eq!(r.unref(p), Err(Error::Stale));
+        }
+        drop(guard);
+        assert_eq!(drops.load(Ordering::Relaxed), 10);
+        assert!(r.is_empty());
+        assert!(r.counts_is_empty());
+        assert_eq!(g.clear(), 0);
+        drop(g);
+        assert_eq!(drops.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn limit_counts_live_members_only() {
+        let r = Registry::new();
+        let g = r.group().with_limit(3);
+        let ps: Vec<_> = (0..3).map(|i| g.save(i as u8)).collect();
+        let (e, v) = g.try_save(String::from("no room")).unwrap_err();
+        assert_eq!((e, v.as_str()), (Error::Full, "no room"));
+        r.unref(ps[0]).unwrap();
+        assert!(g.try_save(9u8).is_ok());
+        assert_eq!(g.len(), 3);
+        // Other saves in the registry do not count.
+        let outside = r.save(0u8);
+        assert!(g.try_save(1u8).is_err());
+        r.unref(outside).unwrap();
+    }
+
+    #[test]
+    fn a_full_groups_panic_names_the_top_types() {
+        let r = Registry::new();
+        let g = r.group().with_limit(3);
+        let _ = g.save(1u16);
+        let _ = g.save(2u16);
+        let _ = g.save('c');
+        let msg =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.save(0u8))).unwrap_err();
+        let msg = crate::panic::message(&*msg).unwrap().to_string();
+        assert!(msg.contains("group is at its limit"), "{msg}");
+        assert!(msg.contains("2 x u16, 1 x char"), "{msg}");
+    }
+
+    #[test]
+    fn list_is_pruned_as_c_frees_members() {
+        let r = Registry::new();
+        let g = r.group();
+        for i in 0..200u32 {
+            let p = g.save(i);
+            r.unref(p).unwrap();
+        }
+        assert!(g.state.lock().handles.len() <= 32);
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn groups_are_kept_apart_and_usable_from_threads() {
+        let r = Registry::new();
+        let a = r.group();
+        let b = r.group();
+        let n = if cfg!(miri) { 4 } else { 100 };
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for i in 0..n {
+                        let _ = a.save(i);
+                        let _ = b.save(i as u8);
+                    }
+                });
+            }
+        });
+        assert_eq!(a.len(), 2 * n);
+        assert_eq!(a.clear(), 2 * n);
+        assert_eq!(b.len(), 2 * n);
+        assert_eq!(r.len(), 2 * n);
+        drop(b);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_drop_still_clears_the_rest() {
+        struct Boom;
+        impl Drop for Boom {
+            fn drop(&mut self) {
+                panic!("boom");
+            }
+        }
+        let r = Registry::new();
+        let g = r.group();
+        let _ = g.save(Boom);
+        let p = g.save(1u8);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.clear()));
+        assert!(caught.is_err());
+        assert_eq!(r.unref(p), Err(Error::Stale));
+        assert!(r.is_empty());
+    }
+}
