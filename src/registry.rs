@@ -1141,13 +1141,11 @@ impl Registry {
     }
 }
 
-/// The slot index of a handle already decoded once.
+/// The slot index of a handle already decoded and checked once.
 #[inline]
 fn index_of(ptr: *mut c_void) -> usize {
-    LAYOUT
-        .decode(handle::from_ptr(ptr))
-        .expect("decoded before")
-        .index
+    // The index bits of a valid handle are the index plus one (never 0).
+    (handle::from_ptr(ptr) & ((1 << LAYOUT.index_bits) - 1)) as usize - 1
 }
 
 impl Drop for Registry {

@@ -167,8 +167,9 @@ type Storage = MaybeUninit<[usize; INLINE_BYTES / size_of::<usize>()]>;
 pub(crate) struct VTable {
     type_id: fn() -> TypeId,
     pub type_name: fn() -> &'static str,
-    /// Drops the value stored in a slot. The caller owns the slot.
-    drop_value: unsafe fn(*mut Storage),
+    /// Drops the value stored in a slot (the caller owns the slot); `None`
+    /// when there is nothing to do (an inline value without drop glue).
+    drop_value: Option<unsafe fn(*mut Storage)>,
 }
 
 /// One handle's slot. 64 bytes, on a line of its own.
@@ -201,7 +202,11 @@ impl<T: Any + Send> Erased<T> {
     const VTABLE: VTable = VTable {
         type_id: TypeId::of::<T>,
         type_name: type_name::<T>,
-        drop_value: Self::drop_value,
+        drop_value: if Self::INLINE && !std::mem::needs_drop::<T>() {
+            None
+        } else {
+            Some(Self::drop_value)
+        },
     };
 
     /// # Safety
@@ -397,8 +402,10 @@ impl Slot {
     /// not yet dropped or moved out.
     pub unsafe fn drop_value(&self) {
         let vtable = self.vtable().expect("a filled slot has a vtable");
-        // SAFETY: per the caller.
-        unsafe { (vtable.drop_value)(self.value.get()) }
+        if let Some(drop_value) = vtable.drop_value {
+            // SAFETY: per the caller.
+            unsafe { drop_value(self.value.get()) }
+        }
     }
 }
 
