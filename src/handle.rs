@@ -15,14 +15,13 @@
 //! +-----------------------------------+------------+-------------------------+
 //! ```
 //!
-//! * **slot index + 1** (bits 0–23): the `slab` key of the entry, plus one,
-//!   so that the handle is never NULL (zero is [`Error::Null`](crate::Error::Null)
+//! * **slot index + 1** (bits 0–23): the slot's index, plus one, so that
+//!   the handle is never NULL (zero is [`Error::Null`](crate::Error::Null)
 //!   when the whole word is zero, and [`Error::Invalid`](crate::Error::Invalid)
-//!   when only these bits are). The index's low 4 bits pick one of the
-//!   registry's 16 shards (each its own slab and lock), the
-//!   rest is the slot in that shard's slab. Up to about 16.7 million values
-//!   can be live in one registry at once (about a million per shard); a
-//!   `save` that finds every shard full panics with `Full`.
+//!   when only these bits are). The index finds the slot's page and offset
+//!   by arithmetic (see `pages.rs`). Up to about 16.7 million values can be
+//!   live in one registry at once; beyond, `try_save` answers `Full` and
+//!   `save` panics.
 //! * **registry id** (bits 24–31): which [`Registry`](crate::Registry)
 //!   issued the handle. The global registry is id 1, id 0 is never issued,
 //!   so at most 254 other registries can be alive at once. Ids are reused
