@@ -256,7 +256,9 @@ pub fn call<A: 'static, O: 'static>(ptr: *mut c_void, args: A) -> Result<O, Erro
     Registry::global().call(ptr, args)
 }
 
-/// The README's examples, compiled and run as doctests.
+/// The README's examples, compiled and run as doctests (with the `async`
+/// feature, which one of them needs; this repository's own `cargo test`
+/// turns it on).
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "async"))]
 pub struct ReadmeDoctests;
