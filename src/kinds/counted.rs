@@ -120,7 +120,10 @@ mod tests {
         let q = other.save(1u8);
         assert_eq!(r.retain(q), Err(Error::WrongRegistry));
         let p = r.save(1u8);
-        let forged = crate::handle::to_ptr(crate::handle::from_ptr(p) + (1 << 40));
+        // The next generation, never issued (on either layout).
+        let layout = crate::handle::Layout::NATIVE;
+        let next = 1u64 << (layout.index_bits + layout.registry_bits);
+        let forged = crate::handle::to_ptr(crate::handle::from_ptr(p) + next);
         assert!(r.retain(forged).is_err());
         r.unref(p).unwrap();
         assert_eq!(r.retain(p), Err(Error::Stale));
