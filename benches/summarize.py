@@ -2,7 +2,8 @@
 """Prints BENCHMARKS.md's performance tables from criterion's last run.
 
 Run the benches first (`cargo bench --bench registry --bench callbacks
---bench end_to_end --bench static_trampoline`), then
+--bench end_to_end --bench static_trampoline`, and `cargo bench --features
+bench-expat --bench expat` where the system's expat is installed), then
 `python3 benches/summarize.py`. Every
 ratio divides two figures of the same run: the registry path by its
 direct-pointer baseline from the same criterion group.
@@ -49,6 +50,15 @@ def targets():
                  e2e("registry scope + with"), base, 1.10, 1.03, False))
     rows.append(("the same inside `lend` ÷ raw",
                  e2e("registry restore inside lend"), base, 1.10, 1.03, False))
+    if ROOT.joinpath("expat").exists():
+        x = lambda name: median_ns("expat", name)
+        base = x("direct pointer")
+        rows.append(("expat end to end (200k `<e/>` elements, 2 callbacks each), plain `restore` ÷ raw",
+                     x("registry restore"), base, 1.6, 1.15, False))
+        rows.append(("the same inside `scope` (`with`) ÷ raw",
+                     x("registry scope + with"), base, 1.10, 1.03, False))
+        rows.append(("the same inside `lend` ÷ raw",
+                     x("registry restore inside lend"), base, 1.10, 1.03, False))
     rows.append(("`save` + `unref` of a `u64` ÷ `Box::into_raw` + `from_raw`",
                  median_ns("ops", "save+unref_registry"),
                  median_ns("ops", "save+unref_direct Box__into_raw+from_raw"), 1.5, 1.2, False))
