@@ -15,7 +15,7 @@
 //! crate with std's primitives.) Run them with
 //!
 //! ```text
-//! LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom --cfg handle_registry_core_only" \
+//! LOOM_MAX_PREEMPTIONS=4 RUSTFLAGS="--cfg loom --cfg handle_registry_core_only" \
 //!     cargo test --release --lib loom_tests
 //! ```
 //!
