@@ -69,18 +69,22 @@
 //!   allocates the first page (and the free list hands out 32 of its
 //!   indices) before the model's threads are spawned, so no interleaving
 //!   reaches a page allocation; the directory's publication is not checked.
-//! * The failure log's counters, panic carriers, scope flags, static
-//!   trampoline pools and the `completion` module's lock: diagnostics, or
-//!   outside the slot protocol.
+//! * The failure log's counters, panic carriers, scope flags and static
+//!   trampoline pools: diagnostics, or outside the slot protocol. (The
+//!   `completion` module keeps std's poisoning `Mutex`, taken directly:
+//!   it is outside the slot protocol too.)
 //!
 //! Also not checked: interleavings past the preemption bound, more threads
 //! or operations than the models have, the global registry's per-thread
 //! free-index cache, scopes and lends (their borrows are the same slot
 //! transitions, taken by one thread), thread-local teardown (under loom a
-//! thread's owner id is not returned to the pool), and what loom's memory
-//! model does not cover (`SeqCst` is modelled more strongly than C11
-//! requires; the crate uses no `SeqCst`). Miri's sampled schedules and the
-//! threaded stress tests cover the rest.
+//! thread's owner id is not returned to the pool), spurious wake-ups (loom's
+//! condition variable has none; a woken waiter redoes its lookup anyway),
+//! and the weak-memory behaviours loom does not produce (a load only reads
+//! stores already executed in its schedule, so load buffering of `Relaxed`
+//! accesses is never tried; `SeqCst`, which the library does not use, is
+//! modelled more strongly than C11 requires). Miri's sampled
+//! schedules and the threaded stress tests cover the rest.
 //!
 //! # The locks
 //!
