@@ -72,7 +72,8 @@
 //! * The failure log's counters, panic carriers, scope flags and static
 //!   trampoline pools: diagnostics, or outside the slot protocol. (The
 //!   `completion` module keeps std's poisoning `Mutex`, taken directly:
-//!   it is outside the slot protocol too.)
+//!   it is outside the slot protocol too. So do the `demo` wrappers, which
+//!   use the registry as any user does, and the unit tests' own helpers.)
 //!
 //! Also not checked: interleavings past the preemption bound, more threads
 //! or operations than the models have, the global registry's per-thread
