@@ -14,8 +14,9 @@
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use crate::sync::atomic::Ordering;
+use crate::sync::unmodelled::{AtomicU8, AtomicUsize};
 use crate::sync::Mutex;
 use crate::{handle, Error, Registry};
 

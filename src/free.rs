@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 
-use crate::sync::Mutex;
+use crate::sync::{thread_locals, Mutex};
 
 use crate::handle::Layout;
 use crate::pages::Pages;
@@ -121,7 +121,7 @@ impl Drop for Cache {
     }
 }
 
-thread_local! {
+thread_locals! {
     static CACHE: RefCell<Cache> = const { RefCell::new(Cache(Vec::new())) };
 }
 
@@ -160,7 +160,7 @@ pub(crate) fn push_global(list: &FreeList, index: usize) {
         }
         true
     });
-    if cached != Ok(true) {
+    if !matches!(cached, Ok(true)) {
         list.push(index);
     }
 }

@@ -8,10 +8,9 @@ use std::ffi::c_void;
 use std::fmt;
 use std::panic::Location;
 
-use std::sync::atomic::{fence, Ordering};
-
 use crate::handle::{self, Layout};
 use crate::slot::{self, LIVE};
+use crate::sync::atomic::{fence, Ordering};
 use crate::Registry;
 
 impl Registry {

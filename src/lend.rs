@@ -32,9 +32,10 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::Ordering;
 
 use crate::slot::{Slot, LIVE};
+use crate::sync::atomic::Ordering;
+use crate::sync::thread_locals;
 use crate::{Error, Guard, Registry};
 
 /// One active lend, living in `Registry::lend`'s stack frame.
@@ -49,7 +50,7 @@ struct Lent {
     in_use: Cell<bool>,
 }
 
-thread_local! {
+thread_locals! {
     /// The innermost active lend on this thread (a linked stack).
     static TOP: Cell<*const Lent> = const { Cell::new(ptr::null()) };
 }

@@ -75,6 +75,8 @@ pub mod handle;
 pub mod kinds;
 mod leak;
 pub mod lend;
+#[cfg(all(loom, test))]
+mod loom_tests;
 mod owned;
 mod pages;
 pub mod panic;

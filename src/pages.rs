@@ -14,10 +14,10 @@
 //! each, so that spare capacity never exceeds one page however many handles
 //! are live: 64 bytes per handle plus at most one partly used page.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
-
 use crate::handle::Layout;
 use crate::slot::Slot;
+use crate::sync::atomic::Ordering;
+use crate::sync::unmodelled::AtomicPtr;
 
 const FIRST_SHIFT: u32 = 6;
 /// Slots in the first page.

@@ -16,8 +16,9 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::sync::atomic::Ordering;
+use crate::sync::unmodelled::AtomicBool;
 use crate::sync::Mutex;
 
 /// Holds the first panic caught in a group of callbacks.

@@ -31,8 +31,9 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::fmt;
 use std::panic::Location;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
 
+use crate::sync::atomic::{fence, Ordering};
+use crate::sync::unmodelled::{self, AtomicU64};
 use crate::sync::{Condvar, Mutex};
 
 use crate::failures::FailureLog;
@@ -92,7 +93,7 @@ struct IdPool {
     next: u32,
 }
 
-static IDS: Mutex<IdPool> = Mutex::new(IdPool {
+static IDS: unmodelled::Mutex<IdPool> = unmodelled::Mutex::new(IdPool {
     free: Vec::new(),
     next: GLOBAL_ID + 1,
 });

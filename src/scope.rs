@@ -43,12 +43,13 @@
 use std::any::{Any, TypeId};
 use std::ffi::c_void;
 use std::panic::resume_unwind;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
 use crate::lend::Frame;
 use crate::panic::PanicCarrier;
+use crate::sync::atomic::Ordering;
+use crate::sync::unmodelled::AtomicBool;
 use crate::{Error, Registry};
 
 /// What a scope's handle holds for exclusive access.

@@ -30,7 +30,8 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::sync::Mutex;
+use crate::sync::thread_locals;
+use crate::sync::unmodelled::Mutex;
 use slab::Slab;
 
 use crate::slot::MAX_BORROW;
@@ -46,7 +47,9 @@ struct Lease;
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let id = ID.with(Cell::get);
+        // `ID` has no destructor, so this never fails but under loom, whose
+        // thread-locals all go at once (the id is then not given back).
+        let id = ID.try_with(Cell::get).unwrap_or(0);
         if id != 0 && id != EXHAUSTED {
             IDS.lock().remove(id - 1);
         }
@@ -68,7 +71,7 @@ impl Drop for Spill {
 /// borrow field counts; only conceivable on 32-bit targets).
 const EXHAUSTED: usize = usize::MAX;
 
-thread_local! {
+thread_locals! {
     static ID: Cell<usize> = const { Cell::new(0) };
     static LEASE: Lease = const { Lease };
     static SHARED: [Cell<usize>; INLINE] = const { [const { Cell::new(0) }; INLINE] };

@@ -52,10 +52,11 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::sync::Mutex;
+use crate::sync::atomic::Ordering;
+use crate::sync::unmodelled::AtomicUsize;
+use crate::sync::{thread_locals, Mutex};
 use crate::{handle, Error, Registry, SharedGuard};
 
 /// A value of the owner's, type-erased: its box and its drop.
@@ -110,7 +111,7 @@ struct Owner {
 /// The owner's end: its exit runs when the thread's thread-locals go.
 struct OwnerSlot(Arc<Owner>);
 
-thread_local! {
+thread_locals! {
     static OWNER: RefCell<Option<OwnerSlot>> = const { RefCell::new(None) };
 }
 

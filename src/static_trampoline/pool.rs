@@ -5,12 +5,13 @@ use std::ffi::c_void;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use once_cell::sync::Lazy;
 
 use super::signature::{SafeSignature, Signature};
 use crate::panic::PanicCarrier;
+use crate::sync::atomic::Ordering;
+use crate::sync::unmodelled::AtomicUsize;
 use crate::{Error, Registry};
 
 /// The largest pool [`static_callbacks!`](crate::static_callbacks) accepts.
