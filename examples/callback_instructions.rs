@@ -4,7 +4,9 @@
 //! of a shared machine.
 //!
 //! `cargo run --release --example callback_instructions -- KIND N` with KIND
-//! one of `direct`, `restore`, `lent`, `scope`, `visitor`.
+//! one of `direct`, `restore`, `lent`, `scope`, `visitor`, or `save_unref`
+//! (no callback: N times `save` of a `u64` then `unref` of it, on the
+//! global registry).
 
 use handle_registry::demo::traverse::repeat_start;
 use handle_registry::{demo::ffi, Registry};
@@ -18,7 +20,7 @@ fn main() {
     let (kind, n) = match args.as_slice() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
-            eprintln!("usage: callback_instructions direct|restore|lent|scope|visitor N");
+            eprintln!("usage: callback_instructions direct|restore|lent|scope|visitor|save_unref N");
             std::process::exit(2);
         }
     };
@@ -56,6 +58,15 @@ fn main() {
             sum
         }
         "visitor" => repeat_start(Sum(0), n).unwrap().0,
+        "save_unref" => {
+            let mut sum = 0i64;
+            for i in 0..n {
+                let p = registry.save(std::hint::black_box(i as u64));
+                registry.unref(std::hint::black_box(p)).unwrap();
+                sum += i;
+            }
+            sum
+        }
         other => {
             eprintln!("unknown kind {other}");
             std::process::exit(2);
