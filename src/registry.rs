@@ -340,7 +340,7 @@ impl Registry {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
             return match lent {
                 // SAFETY: the lend holds the borrow and marked itself in use.
-                Ok((slot, locked)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
+                Ok(claim) => Ok(unsafe { Guard::lent(self, claim.slot, claim.locked) }),
                 Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
             };
         }
@@ -848,7 +848,7 @@ impl Registry {
 
     /// Records a refusal (see [`failures`](crate::failures)) and returns it.
     #[cold]
-    fn refused(&self, ptr: *mut c_void, error: Error, expected: &'static str) -> Error {
+    pub(crate) fn refused(&self, ptr: *mut c_void, error: Error, expected: &'static str) -> Error {
         self.failures.note(ptr, error, expected);
         error
     }
