@@ -20,7 +20,9 @@ fn main() {
     let (kind, n) = match args.as_slice() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
-            eprintln!("usage: callback_instructions direct|restore|lent|scope|visitor|save_unref N");
+            eprintln!(
+                "usage: callback_instructions direct|restore|lent|scope|visitor|save_unref N"
+            );
             std::process::exit(2);
         }
     };

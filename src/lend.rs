@@ -474,5 +474,39 @@ mod tests {
         });
     }
 
+    #[test]
+    fn a_guard_given_back_past_an_inner_lend_frees_its_own_lend() {
+        let r = Registry::new();
+        let (a, b) = (r.save(1u8), r.save(2u8));
+        r.lend::<u8, _>(a, || {
+            let g = r.restore::<u8>(a).unwrap();
+            // Dropped while another lend is innermost: the slow give-back.
+            r.lend::<u8, _>(b, || drop(g)).unwrap();
+            // `a`'s lend is free again, through the fast claim.
+            *r.restore::<u8>(a).unwrap() += 1;
+            let mut g = r.restore::<u8>(a).unwrap();
+            assert_eq!(r.restore::<u8>(a).err(), Some(Error::Busy));
+            *g += 1;
+        })
+        .unwrap();
+        assert_eq!((r.take::<u8>(a), r.take::<u8>(b)), (Ok(3), Ok(2)));
+    }
+
+    #[test]
+    fn a_changed_word_sends_the_claim_to_the_slow_path() {
+        let r = Registry::new();
+        let p = r.save(0u32);
+        r.lend::<u32, _>(p, || {
+            // `retain` adds `COUNTED` to the lend's word.
+            r.retain(p).unwrap();
+            *r.restore::<u32>(p).unwrap() += 1;
+            assert!(matches!(r.restore::<u8>(p), Err(Error::WrongType { .. })));
+            r.unref(p).unwrap();
+            *r.restore::<u32>(p).unwrap() += 1;
+        })
+        .unwrap();
+        assert_eq!(r.take::<u32>(p), Ok(2));
+    }
+
     use std::ops::DerefMut;
 }
