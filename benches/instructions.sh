@@ -34,4 +34,5 @@ echo
 echo "| no callback | instructions per iteration |"
 echo "|---|---|"
 echo "| save_unref (\`save\` + \`unref\` of a u64, global registry) | $(per save_unref) |"
+echo "| box_unbox (\`Box::into_raw(Box::new(u64))\` + \`Box::from_raw\`) | $(per box_unbox) |"
 

@@ -572,7 +572,47 @@ impl Registry {
     /// r.unref(p).unwrap();
     /// assert_eq!(r.unref(p), Err(Error::Stale));
     /// ```
+    #[inline]
     pub fn unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        match self.unref_fast(ptr) {
+            Some((slot, index, vacant)) => {
+                // SAFETY: we made the slot vacant; its value is ours to
+                // drop, and the index ours to free.
+                unsafe { self.dispose(slot, index, vacant) };
+                Ok(())
+            }
+            None => self.unref_slow(ptr),
+        }
+    }
+
+    /// The common case of `unref`, kept free of calls: a valid handle of
+    /// this registry whose slot is `Live(g)`, not borrowed, not counted,
+    /// and `g` not the last generation. One compare-exchange makes it
+    /// `Vacant(g + 1)` (transition 4); returns the slot, its index and
+    /// that word. Anything else returns `None` having changed nothing, and
+    /// [`unref_slow`](Registry::unref_slow) starts over.
+    #[inline(always)]
+    fn unref_fast(&self, ptr: *mut c_void) -> Option<(&Slot, usize, usize)> {
+        let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
+        if generation == LAYOUT.max_generation() {
+            return None;
+        }
+        let slot = self.pages.get(index)?;
+        let vacant = slot::at(generation + 1);
+        slot.state
+            .compare_exchange(
+                slot::at(generation) | LIVE,
+                vacant,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some((slot, index, vacant))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unref_slow(&self, ptr: *mut c_void) -> Result<(), Error> {
         self.try_unref(ptr).map_err(|e| self.refused(ptr, e, "_"))
     }
 
@@ -1104,7 +1144,14 @@ impl Registry {
     /// # Safety
     /// The caller made the slot vacant or retired with word `now`, and the
     /// value in it is not yet dropped.
+    #[inline]
     unsafe fn dispose(&self, slot: &Slot, index: usize, now: usize) {
+        if !slot.has_drop_glue() {
+            if now & RETIRED == 0 {
+                self.free_index(index);
+            }
+            return;
+        }
         struct FreeOnExit<'a>(&'a Registry, usize, bool);
         impl Drop for FreeOnExit<'_> {
             fn drop(&mut self) {
