@@ -324,4 +324,92 @@ mod tests {
         assert_eq!(list.take(&pages, 0, &mut out, BATCH), BATCH);
         assert_eq!(list.high_water(), 2 * BATCH);
     }
+
+    /// Runs `f` on a fresh thread with a cache over a private list, and
+    /// empties the cache before the thread ends, so that its `Flush` gives
+    /// nothing to the global registry.
+    fn on_fresh_thread(f: impl FnOnce(&FreeList, &Pages) + Send) {
+        let (list, pages) = (FreeList::new(), Pages::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(cache().len.get(), FRESH);
+                f(&list, &pages);
+                let len = cache().len.get();
+                if len != CLOSED {
+                    cache().len.set(0);
+                }
+            });
+        });
+    }
+
+    fn shared_len(list: &FreeList) -> usize {
+        list.inner.lock().freed.len()
+    }
+
+    #[test]
+    fn the_cache_hands_out_what_the_shared_list_would_in_the_same_order() {
+        on_fresh_thread(|list, pages| {
+            let reference = FreeList::new();
+            let expected: Vec<usize> = (0..BATCH + 3)
+                .map(|_| reference.pop(&Pages::new(), 0).unwrap())
+                .collect();
+            let got: Vec<usize> = (0..BATCH + 3)
+                .map(|_| pop_global(list, pages).unwrap())
+                .collect();
+            assert_eq!(got, expected);
+            // Two refills of a batch each: the second batch is partly cached.
+            assert_eq!(cache().len.get(), BATCH - 3);
+            assert_eq!(list.high_water(), 2 * BATCH);
+        });
+    }
+
+    #[test]
+    fn pushes_are_popped_last_in_first_out_and_a_full_cache_gives_half_back() {
+        on_fresh_thread(|list, pages| {
+            // A thread that only frees: the first push opens the cache.
+            push_global(list, 1000);
+            assert_eq!(cache().len.get(), 1);
+            for i in 1..CAP {
+                push_global(list, 1000 + i);
+            }
+            assert_eq!((cache().len.get(), shared_len(list)), (CAP, 0));
+            push_global(list, 5000);
+            // The older half went back; the newest stay cached.
+            assert_eq!((cache().len.get(), shared_len(list)), (BATCH + 1, BATCH));
+            assert_eq!(pop_global(list, pages), Ok(5000));
+            assert_eq!(pop_global(list, pages), Ok(1000 + CAP - 1));
+            let older = list.inner.lock().freed.clone();
+            assert_eq!(older, (1000..1000 + BATCH as u32).collect::<Vec<u32>>());
+        });
+    }
+
+    #[test]
+    fn a_closed_cache_uses_the_shared_list() {
+        on_fresh_thread(|list, pages| {
+            cache().len.set(CLOSED);
+            let index = pop_global(list, pages).unwrap();
+            assert_eq!(cache().len.get(), CLOSED);
+            // `pop` grew the shared list by a batch and took one.
+            assert_eq!(shared_len(list), BATCH - 1);
+            push_global(list, index);
+            assert_eq!(shared_len(list), BATCH);
+            assert_eq!(cache().len.get(), CLOSED);
+        });
+    }
+
+    #[test]
+    fn a_thread_that_frees_gives_its_cache_back_when_it_ends() {
+        // Through the global registry, as users do: the thread unrefs
+        // values saved here, and its cache goes back to the shared list.
+        let r = crate::Registry::global();
+        let handles: Vec<usize> = (0..3).map(|i| r.save(i) as usize).collect();
+        std::thread::spawn(move || {
+            for p in handles {
+                r.unref(std::ptr::without_provenance_mut(p)).unwrap();
+            }
+            assert_eq!(cache().len.get(), 3);
+        })
+        .join()
+        .unwrap();
+    }
 }
