@@ -337,18 +337,42 @@ impl Registry {
     /// ```
     #[inline]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
+        // The error comes back through memory and the borrow as scalars,
+        // built into a guard in one place: a trampoline then keeps its
+        // guard in registers whichever path served it.
+        let mut error = Error::Busy;
+        match self.borrow_for_guard::<T>(ptr, &mut error) {
+            // SAFETY: a lend holds the borrow and marked itself in use for
+            // us, or we hold the exclusive borrow; the slot holds a `T`.
+            Some((slot, locked, true)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
+            // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
+            Some((slot, locked, false)) => Ok(unsafe { Guard::new(self, slot, locked) }),
+            None => Err(error),
+        }
+    }
+
+    /// What `restore` needs for a guard: the slot, the word the borrow set
+    /// and whether a lend serves it; or `None` with the reason in `error`.
+    #[inline(always)]
+    fn borrow_for_guard<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        error: &mut Error,
+    ) -> Option<(&Slot, usize, bool)> {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
             return match lent {
-                // SAFETY: the lend holds the borrow and marked itself in use.
-                Ok(claim) => Ok(unsafe { Guard::lent(self, claim.slot, claim.locked) }),
-                Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
+                Ok(claim) => Some((claim.slot, claim.locked, true)),
+                Err(e) => {
+                    *error = self.refused(ptr, e, std::any::type_name::<T>());
+                    None
+                }
             };
         }
         if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
-            // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
-            return Ok(unsafe { Guard::new(self, slot, locked) });
+            return Some((slot, locked, false));
         }
-        self.restore_unlent(ptr)
+        self.restore_unlent::<T>(ptr, error)
+            .map(|(slot, locked)| (slot, locked, false))
     }
 
     /// The common case of an exclusive borrow, kept free of calls but the
@@ -375,10 +399,16 @@ impl Registry {
 
     /// `restore` outside a lend, after the fast path declined.
     #[inline(never)]
-    fn restore_unlent<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
-        let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
-        // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
-        Ok(unsafe { Guard::new(self, slot, locked) })
+    /// Returns the borrowed slot and the word the borrow set, or `None`
+    /// with the reason in `error`.
+    fn restore_unlent<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        error: &mut Error,
+    ) -> Option<(&Slot, usize)> {
+        self.borrow::<T>(ptr, Mode::Exclusive)
+            .map_err(|e| *error = e)
+            .ok()
     }
 
     /// Borrows the value shared, for reading, alongside other readers.
