@@ -214,7 +214,7 @@ pub(crate) fn pop_global(list: &FreeList, pages: &Pages) -> Result<usize, Error>
 /// This thread's cache.
 #[inline(always)]
 fn cache() -> &'static Cache {
-    let cache = CACHE.with(|cache| ptr::from_ref(cache));
+    let cache = CACHE.with(ptr::from_ref);
     // SAFETY: `CACHE` is a `const` thread-local without a destructor, so
     // its storage is valid, and never destroyed, for as long as this
     // thread runs; the reference never leaves this module, and every use

@@ -39,6 +39,20 @@
 //! destroy-notify), the record is dropped by its last borrower instead, and
 //! the scope waits for that flag. Either way the state's borrow ends only
 //! after the registry dropped its last pointer to it.
+//!
+//! The calling-thread forms push a lend record (see [`lend`](crate::lend))
+//! for their handle, whose type check was made once, when the record was
+//! saved. A callback on the calling thread claims that record (when it is
+//! the innermost one: a thread-local read, a few comparisons and one plain
+//! load of the slot's state word, which must be exactly the word the
+//! scope's borrow set: generation, `LIVE`, `EXCL`, `PINNED` and this
+//! thread's owner id), runs `f` under `catch_unwind`, and gives the claim
+//! back: no atomic read-modify-write, no guard. A callback that panics
+//! *poisons* the record instead, so the callbacks after it answer
+//! `Panicked` from the record's flag without reading the panic carrier;
+//! the carrier still gets the payload, and the scope resumes it. Only the
+//! calling thread ever touches the record (other threads are refused by
+//! `PINNED` before they could look for one), so its flag is a plain `Cell`.
 
 use std::any::{Any, TypeId};
 use std::ffi::c_void;
