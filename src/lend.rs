@@ -28,7 +28,7 @@
 //!
 //! # The record and its fast path
 //!
-//! A lend's record ([`Frame`]) lives in the lending call's stack frame and
+//! A lend's record (`Frame`) lives in the lending call's stack frame and
 //! is linked into this thread's stack of lends (`TOP`) while the call
 //! runs; it is popped before that frame ends, also on unwind. Its fields
 //! are fixed when it is pushed, except `prev` (set by the push) and `use`,
