@@ -12,7 +12,7 @@
 //! on that thread is then served from the record, with no lock and no
 //! read-modify-write. Everything else is unchanged:
 //!
-//! * Only one guard at a time comes out of a lend (`in_use`); a second
+//! * Only one guard at a time comes out of a lend (`expect`); a second
 //!   `restore` while it lives is [`Error::Busy`], as for any borrow.
 //! * Other threads see an ordinary exclusive borrow held for the whole
 //!   call, and wait. So do not lend around a C call that calls back from
@@ -31,25 +31,28 @@
 //! A lend's record (`Frame`) lives in the lending call's stack frame and
 //! is linked into this thread's stack of lends (`TOP`) while the call
 //! runs; it is popped before that frame ends, also on unwind. Its fields
-//! are fixed when it is pushed, except `prev` (set by the push) and `use`,
-//! a thread-local flag with three states:
+//! are fixed when it is pushed, except `prev` (set by the push) and
+//! `expect`, a thread-local word with three states:
 //!
-//! | `use` | meaning | a claim |
+//! | `expect` | state | a claim |
 //! |---|---|---|
-//! | `FREE` | no guard or callback of this lend runs | marks it `IN_USE` and is served |
+//! | `locked`, the word the lend's borrow set | free: no guard or callback of this lend runs | makes it `IN_USE` and is served |
 //! | `IN_USE` | a lent guard (or a scope callback) is alive | `Busy` |
 //! | `POISONED` | a scope callback panicked; no later one may run | `Panicked` |
 //!
-//! `IN_USE → FREE` when the guard drops or the callback returns;
+//! `IN_USE → locked` when the guard drops or the callback returns;
 //! `IN_USE → POISONED` when a scope's callback panicked (only
 //! [`scope`](crate::Registry::scope) and `scope_fn` do that; a lend is
-//! never poisoned). Only this thread reads or writes `use`, so plain
-//! `Cell`s suffice.
+//! never poisoned). Only this thread reads or writes `expect`, so a plain
+//! `Cell` suffices. `IN_USE` and `POISONED` are words no slot ever holds
+//! (`COUNTED` without `LIVE`, and `LIVE` with `RETIRED`), so comparing
+//! the slot's word with `expect` checks "free" and "unchanged" at once.
 //!
 //! A claim first looks at the innermost record only (`TOP`, one
 //! thread-local read): if it lends this very handle of this registry, for
-//! this type, is `FREE`, and the slot's state word is *exactly* the word
-//! the lend's borrow set, the claim is served at once. That exact
+//! this type, and the slot's state word is *exactly* `expect` (so the
+//! record is free and the word is the one the lend's borrow set), the
+//! claim is served at once. That exact
 //! comparison (a `Relaxed` load: the lend's own `Acquire` borrow already
 //! ordered the value's earlier writes before us, and no other thread
 //! writes the value while our borrow holds) proves the value is still
@@ -70,15 +73,16 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::Ordering;
 
-use crate::slot::{Slot, LIVE};
+use crate::slot::{Slot, COUNTED, LIVE, RETIRED};
 use crate::{Error, Guard, Registry};
 
-/// `Lent::use`: no claim is out.
-const FREE: u8 = 0;
-/// `Lent::use`: a guard or a scope callback holds the claim.
-const IN_USE: u8 = 1;
-/// `Lent::use`: a scope callback panicked; later claims are `Panicked`.
-const POISONED: u8 = 2;
+/// `Lent::expect` while a guard or a scope callback holds the claim: a
+/// word no slot holds (`COUNTED` rides only on `LIVE` words).
+const IN_USE: usize = !LIVE;
+/// `Lent::expect` once a scope callback panicked: a word no slot holds
+/// (a `RETIRED` word is never `LIVE`). Later claims are `Panicked`.
+const POISONED: usize = usize::MAX;
+const _: () = assert!(IN_USE & COUNTED != 0 && POISONED & (LIVE | RETIRED) == LIVE | RETIRED);
 
 /// One active lend, living in `Registry::lend`'s stack frame.
 struct Lent {
@@ -89,8 +93,8 @@ struct Lent {
     slot: *const Slot,
     locked: usize,
     type_id: TypeId,
-    /// `FREE`, `IN_USE` or `POISONED` (see the module notes).
-    in_use: Cell<u8>,
+    /// `locked` (free), `IN_USE` or `POISONED` (see the module notes).
+    expect: Cell<usize>,
 }
 
 thread_local! {
@@ -133,7 +137,7 @@ pub(crate) struct Claim<'r> {
 }
 
 impl Claim<'_> {
-    /// Gives the claim back: the record is `FREE` again.
+    /// Gives the claim back: the record is free again.
     ///
     /// # Safety
     /// The lend is still active: the caller claimed it on this thread and
@@ -141,8 +145,8 @@ impl Claim<'_> {
     #[inline(always)]
     pub unsafe fn give_back(&self) {
         // SAFETY: per the caller, the record is in a live frame on this
-        // thread; `in_use` is a `Cell` only this thread touches.
-        unsafe { (*self.lent).in_use.set(FREE) }
+        // thread; `expect` is a `Cell` only this thread touches.
+        unsafe { (*self.lent).expect.set(self.locked) }
     }
 
     /// Gives the claim back for good: a scope callback panicked, and no
@@ -153,7 +157,7 @@ impl Claim<'_> {
     #[cold]
     pub unsafe fn poison(&self) {
         // SAFETY: as in `give_back`.
-        unsafe { (*self.lent).in_use.set(POISONED) }
+        unsafe { (*self.lent).expect.set(POISONED) }
     }
 }
 
@@ -176,12 +180,11 @@ pub(crate) fn claim<T: Any + Send>(
     if lent.handle == ptr as usize
         && ptr::eq(lent.registry, registry)
         && lent.type_id == TypeId::of::<T>()
-        && lent.in_use.get() == FREE
     {
         // SAFETY: slots live as long as their registry, `registry` here.
         let slot = unsafe { &*lent.slot };
-        if slot.state.load(Ordering::Relaxed) == lent.locked {
-            lent.in_use.set(IN_USE);
+        if slot.state.load(Ordering::Relaxed) == lent.expect.get() {
+            lent.expect.set(IN_USE);
             return Some(Ok(Claim {
                 slot,
                 locked: lent.locked,
@@ -211,17 +214,17 @@ pub(crate) fn claim_slow<T: Any + Send>(
             found: slot.type_name(),
         })
     } else {
-        match lent.in_use.get() {
-            FREE => {
-                lent.in_use.set(IN_USE);
+        match lent.expect.get() {
+            IN_USE => Err(Error::Busy),
+            POISONED => Err(Error::Panicked),
+            _ => {
+                lent.expect.set(IN_USE);
                 Ok(Claim {
                     slot,
                     locked: lent.locked,
                     lent,
                 })
             }
-            POISONED => Err(Error::Panicked),
-            _ => Err(Error::Busy),
         }
     })
 }
@@ -235,7 +238,7 @@ pub(crate) fn give_back(slot: &Slot) -> bool {
         // SAFETY: as in `claim`.
         let lent = unsafe { &*top };
         if ptr::eq(lent.slot, slot) {
-            lent.in_use.set(FREE);
+            lent.expect.set(lent.locked);
             return true;
         }
     }
@@ -247,7 +250,7 @@ pub(crate) fn give_back(slot: &Slot) -> bool {
 fn give_back_slow(slot: &Slot) -> bool {
     match find(|l| ptr::eq(l.slot, slot)) {
         Some(lent) => {
-            lent.in_use.set(FREE);
+            lent.expect.set(lent.locked);
             true
         }
         None => false,
@@ -334,7 +337,7 @@ impl Frame {
             slot,
             locked,
             type_id,
-            in_use: Cell::new(FREE),
+            expect: Cell::new(locked),
         })
     }
 
@@ -365,7 +368,7 @@ impl Frame {
     /// Whether a guard served by this lend is alive (a poisoned lend has
     /// none).
     pub fn in_use(&self) -> bool {
-        self.0.in_use.get() == IN_USE
+        self.0.expect.get() == IN_USE
     }
 }
 
