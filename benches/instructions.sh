@@ -4,6 +4,8 @@
 # (instructions with N callbacks - instructions with none) / N.
 #
 # Usage: bash benches/instructions.sh [N]   (default 1000000)
+# The last figure, `save_unref`, is one `save` plus one `unref` per
+# iteration, with no C loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
@@ -15,12 +17,22 @@ count() { # KIND N -> total instructions
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 
+per() { # KIND -> instructions per iteration
+    echo $(( ($(count "$1" "$n") - $(count "$1" 0)) / n ))
+}
+
 echo "| callback through C | instructions per callback | ratio to direct |"
 echo "|---|---|---|"
 direct=""
 for kind in direct restore lent scope visitor; do
-    per=$(( ($(count "$kind" "$n") - $(count "$kind" 0)) / n ))
-    direct=${direct:-$per}
-    ratio=$(python3 -c "print(f'{$per / $direct:.2f}')")
-    echo "| $kind | $per | ${ratio}× |"
+    p=$(per "$kind")
+    direct=${direct:-$p}
+    ratio=$(python3 -c "print(f'{$p / $direct:.2f}')")
+    echo "| $kind | $p | ${ratio}× |"
 done
+echo
+echo "| no callback | instructions per iteration |"
+echo "|---|---|"
+echo "| save_unref (\`save\` + \`unref\` of a u64, global registry) | $(per save_unref) |"
+echo "| box_unbox (\`Box::into_raw(Box::new(u64))\` + \`Box::from_raw\`) | $(per box_unbox) |"
+

@@ -4,7 +4,10 @@
 //! of a shared machine.
 //!
 //! `cargo run --release --example callback_instructions -- KIND N` with KIND
-//! one of `direct`, `restore`, `lent`, `scope`, `visitor`.
+//! one of `direct`, `restore`, `lent`, `scope`, `visitor`, or `save_unref`
+//! (no callback: N times `save` of a `u64` then `unref` of it, on the
+//! global registry) and its baseline `box_unbox` (`Box::into_raw` of a
+//! new `Box<u64>`, then `Box::from_raw` and drop).
 
 use handle_registry::demo::traverse::repeat_start;
 use handle_registry::{demo::ffi, Registry};
@@ -18,7 +21,9 @@ fn main() {
     let (kind, n) = match args.as_slice() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
-            eprintln!("usage: callback_instructions direct|restore|lent|scope|visitor N");
+            eprintln!(
+                "usage: callback_instructions direct|restore|lent|scope|visitor|save_unref|box_unbox N"
+            );
             std::process::exit(2);
         }
     };
@@ -56,6 +61,25 @@ fn main() {
             sum
         }
         "visitor" => repeat_start(Sum(0), n).unwrap().0,
+        "box_unbox" => {
+            let mut sum = 0i64;
+            for i in 0..n {
+                let p = Box::into_raw(Box::new(std::hint::black_box(i as u64)));
+                // SAFETY: `p` came from `Box::into_raw` just above.
+                drop(unsafe { Box::from_raw(std::hint::black_box(p)) });
+                sum += i;
+            }
+            sum
+        }
+        "save_unref" => {
+            let mut sum = 0i64;
+            for i in 0..n {
+                let p = registry.save(std::hint::black_box(i as u64));
+                registry.unref(std::hint::black_box(p)).unwrap();
+                sum += i;
+            }
+            sum
+        }
         other => {
             eprintln!("unknown kind {other}");
             std::process::exit(2);

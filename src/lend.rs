@@ -9,11 +9,10 @@
 //!
 //! [`Registry::lend`] takes the exclusive borrow *once*, around the whole C
 //! call, and records it in a thread-local stack. A `restore` of that handle
-//! on that thread is then served from the record: a thread-local read, a
-//! few comparisons and one relaxed atomic load, no lock and no
+//! on that thread is then served from the record, with no lock and no
 //! read-modify-write. Everything else is unchanged:
 //!
-//! * Only one guard at a time comes out of a lend (`in_use`); a second
+//! * Only one guard at a time comes out of a lend (`expect`); a second
 //!   `restore` while it lives is [`Error::Busy`], as for any borrow.
 //! * Other threads see an ordinary exclusive borrow held for the whole
 //!   call, and wait. So do not lend around a C call that calls back from
@@ -26,6 +25,46 @@
 //! * A guard that escapes the lend (stored somewhere that outlives it)
 //!   inherits the real borrow: the lend does not release it, the guard
 //!   does when dropped.
+//!
+//! # The record and its fast path
+//!
+//! A lend's record (`Frame`) lives in the lending call's stack frame and
+//! is linked into this thread's stack of lends (`TOP`) while the call
+//! runs; it is popped before that frame ends, also on unwind. Its fields
+//! are fixed when it is pushed, except `prev` (set by the push) and
+//! `expect`, a thread-local word with three states:
+//!
+//! | `expect` | state | a claim |
+//! |---|---|---|
+//! | `locked`, the word the lend's borrow set | free: no guard or callback of this lend runs | makes it `IN_USE` and is served |
+//! | `IN_USE` | a lent guard (or a scope callback) is alive | `Busy` |
+//! | `POISONED` | a scope callback panicked; no later one may run | `Panicked` |
+//!
+//! `IN_USE → locked` when the guard drops or the callback returns;
+//! `IN_USE → POISONED` when a scope's callback panicked (only
+//! [`scope`](crate::Registry::scope) and `scope_fn` do that; a lend is
+//! never poisoned). Only this thread reads or writes `expect`, so a plain
+//! `Cell` suffices. `IN_USE` and `POISONED` are words no slot ever holds
+//! (`COUNTED` without `LIVE`, and `LIVE` with `RETIRED`), so comparing
+//! the slot's word with `expect` checks "free" and "unchanged" at once.
+//!
+//! A claim first looks at the innermost record only (`TOP`, one
+//! thread-local read): if it lends this very handle of this registry, for
+//! this type, and the slot's state word is *exactly* `expect` (so the
+//! record is free and the word is the one the lend's borrow set), the
+//! claim is served at once. That exact
+//! comparison (a `Relaxed` load: the lend's own `Acquire` borrow already
+//! ordered the value's earlier writes before us, and no other thread
+//! writes the value while our borrow holds) proves the value is still
+//! live and still ours: an `unref` (orphaning: `LIVE` cleared), a waiter
+//! (`WAITING`) or a `retain` (`COUNTED`) all change the word, and send the
+//! claim to the slow path, which walks the whole stack and says exactly
+//! what is wrong. The type check is one comparison of the record's
+//! `TypeId`, taken once when the lend began, against the caller's.
+//!
+//! A lent guard gives its claim back the same way: if the innermost record
+//! lends its slot, it marks that record `FREE`; otherwise it walks the
+//! stack, and if no lend of its slot is left, it owns the real borrow.
 
 use std::any::{Any, TypeId};
 use std::cell::Cell;
@@ -33,10 +72,18 @@ use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::ptr;
 
-use crate::slot::{Slot, LIVE};
+use crate::slot::{Slot, COUNTED, LIVE, RETIRED};
 use crate::sync::atomic::Ordering;
 use crate::sync::thread_locals;
 use crate::{Error, Guard, Registry};
+
+/// `Lent::expect` while a guard or a scope callback holds the claim: a
+/// word no slot holds (`COUNTED` rides only on `LIVE` words).
+const IN_USE: usize = !LIVE;
+/// `Lent::expect` once a scope callback panicked: a word no slot holds
+/// (a `RETIRED` word is never `LIVE`). Later claims are `Panicked`.
+const POISONED: usize = usize::MAX;
+const _: () = assert!(IN_USE & COUNTED != 0 && POISONED & (LIVE | RETIRED) == LIVE | RETIRED);
 
 /// One active lend, living in `Registry::lend`'s stack frame.
 struct Lent {
@@ -47,7 +94,8 @@ struct Lent {
     slot: *const Slot,
     locked: usize,
     type_id: TypeId,
-    in_use: Cell<bool>,
+    /// `locked` (free), `IN_USE` or `POISONED` (see the module notes).
+    expect: Cell<usize>,
 }
 
 thread_locals! {
@@ -55,10 +103,17 @@ thread_locals! {
     static TOP: Cell<*const Lent> = const { Cell::new(ptr::null()) };
 }
 
+/// The innermost lend on this thread, or null. `TOP` has no destructor,
+/// so it is readable at any point of the thread's life.
+#[inline(always)]
+fn top() -> *const Lent {
+    TOP.with(Cell::get)
+}
+
 /// Walks this thread's lends from the innermost out.
 #[inline]
 fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
-    let mut at = TOP.try_with(Cell::get).unwrap_or(ptr::null());
+    let mut at = top();
     while !at.is_null() {
         // SAFETY: every pointer on the stack is a `Lent` in a live frame of
         // `Registry::lend` on this thread: entries are popped before their
@@ -74,23 +129,80 @@ fn find(mut matches: impl FnMut(&Lent) -> bool) -> Option<&'static Lent> {
     None
 }
 
-/// A guard for `ptr` served from an active lend on this thread, if any.
-#[inline]
+/// A claim on an active lend: its slot and borrow word, and the record to
+/// give the claim back to.
+pub(crate) struct Claim<'r> {
+    pub slot: &'r Slot,
+    pub locked: usize,
+    lent: *const Lent,
+}
+
+impl Claim<'_> {
+    /// Gives the claim back: the record is free again.
+    ///
+    /// # Safety
+    /// The lend is still active: the caller claimed it on this thread and
+    /// has not returned since (a lend outlives every call made inside it).
+    #[inline(always)]
+    pub unsafe fn give_back(&self) {
+        // SAFETY: per the caller, the record is in a live frame on this
+        // thread; `expect` is a `Cell` only this thread touches.
+        unsafe { (*self.lent).expect.set(self.locked) }
+    }
+
+    /// Gives the claim back for good: a scope callback panicked, and no
+    /// later callback of the lend may run.
+    ///
+    /// # Safety
+    /// As for [`give_back`](Claim::give_back).
+    #[cold]
+    pub unsafe fn poison(&self) {
+        // SAFETY: as in `give_back`.
+        unsafe { (*self.lent).expect.set(POISONED) }
+    }
+}
+
+/// A claim for `ptr` on an active lend on this thread, if any lends it.
+///
+/// The fast path looks at the innermost lend only, see the module notes;
+/// anything else is [`claim_slow`]'s.
+#[inline(always)]
 pub(crate) fn claim<T: Any + Send>(
     registry: &Registry,
     ptr: *mut c_void,
-) -> Option<Result<(&Slot, usize), Error>> {
-    if TOP.try_with(Cell::get).map_or(true, |top| top.is_null()) {
+) -> Option<Result<Claim<'_>, Error>> {
+    let top = top();
+    if top.is_null() {
         return None;
+    }
+    // SAFETY: a non-null `TOP` is a record in a live frame on this thread
+    // (see `find`).
+    let lent = unsafe { &*top };
+    if lent.handle == ptr as usize
+        && ptr::eq(lent.registry, registry)
+        && lent.type_id == TypeId::of::<T>()
+    {
+        // SAFETY: slots live as long as their registry, `registry` here.
+        let slot = unsafe { &*lent.slot };
+        if slot.state.load(Ordering::Relaxed) == lent.expect.get() {
+            lent.expect.set(IN_USE);
+            return Some(Ok(Claim {
+                slot,
+                locked: lent.locked,
+                lent,
+            }));
+        }
     }
     claim_slow::<T>(registry, ptr)
 }
 
-#[inline]
-fn claim_slow<T: Any + Send>(
+/// [`claim`] past the innermost lend, or when something is wrong.
+#[cold]
+#[inline(never)]
+pub(crate) fn claim_slow<T: Any + Send>(
     registry: &Registry,
     ptr: *mut c_void,
-) -> Option<Result<(&Slot, usize), Error>> {
+) -> Option<Result<Claim<'_>, Error>> {
     let lent = find(|l| ptr::eq(l.registry, registry) && l.handle == ptr as usize)?;
     // SAFETY: slots live as long as their registry, `registry` here.
     let slot = unsafe { &*lent.slot };
@@ -102,20 +214,44 @@ fn claim_slow<T: Any + Send>(
             expected: std::any::type_name::<T>(),
             found: slot.type_name(),
         })
-    } else if lent.in_use.replace(true) {
-        Err(Error::Busy)
     } else {
-        Ok((slot, lent.locked))
+        match lent.expect.get() {
+            IN_USE => Err(Error::Busy),
+            POISONED => Err(Error::Panicked),
+            _ => {
+                lent.expect.set(IN_USE);
+                Ok(Claim {
+                    slot,
+                    locked: lent.locked,
+                    lent,
+                })
+            }
+        }
     })
 }
 
 /// Gives a lent guard's borrow back to its lend. Returns `false` when the
 /// lend has ended: the guard then owns the real borrow and must release it.
-#[inline]
+#[inline(always)]
 pub(crate) fn give_back(slot: &Slot) -> bool {
+    let top = top();
+    if !top.is_null() {
+        // SAFETY: as in `claim`.
+        let lent = unsafe { &*top };
+        if ptr::eq(lent.slot, slot) {
+            lent.expect.set(lent.locked);
+            return true;
+        }
+    }
+    give_back_slow(slot)
+}
+
+#[cold]
+#[inline(never)]
+fn give_back_slow(slot: &Slot) -> bool {
     match find(|l| ptr::eq(l.slot, slot)) {
         Some(lent) => {
-            lent.in_use.set(false);
+            lent.expect.set(lent.locked);
             true
         }
         None => false,
@@ -202,7 +338,7 @@ impl Frame {
             slot,
             locked,
             type_id,
-            in_use: Cell::new(false),
+            expect: Cell::new(locked),
         })
     }
 
@@ -230,9 +366,10 @@ impl Frame {
         )
     }
 
-    /// Whether a guard served by this lend is alive.
+    /// Whether a guard served by this lend is alive (a poisoned lend has
+    /// none).
     pub fn in_use(&self) -> bool {
-        self.0.in_use.get()
+        self.0.expect.get() == IN_USE
     }
 }
 
@@ -339,6 +476,40 @@ mod tests {
             .map(|waiter| assert_eq!(waiter.join().unwrap(), 9))
             .unwrap();
         });
+    }
+
+    #[test]
+    fn a_guard_given_back_past_an_inner_lend_frees_its_own_lend() {
+        let r = Registry::new();
+        let (a, b) = (r.save(1u8), r.save(2u8));
+        r.lend::<u8, _>(a, || {
+            let g = r.restore::<u8>(a).unwrap();
+            // Dropped while another lend is innermost: the slow give-back.
+            r.lend::<u8, _>(b, || drop(g)).unwrap();
+            // `a`'s lend is free again, through the fast claim.
+            *r.restore::<u8>(a).unwrap() += 1;
+            let mut g = r.restore::<u8>(a).unwrap();
+            assert_eq!(r.restore::<u8>(a).err(), Some(Error::Busy));
+            *g += 1;
+        })
+        .unwrap();
+        assert_eq!((r.take::<u8>(a), r.take::<u8>(b)), (Ok(3), Ok(2)));
+    }
+
+    #[test]
+    fn a_changed_word_sends_the_claim_to_the_slow_path() {
+        let r = Registry::new();
+        let p = r.save(0u32);
+        r.lend::<u32, _>(p, || {
+            // `retain` adds `COUNTED` to the lend's word.
+            r.retain(p).unwrap();
+            *r.restore::<u32>(p).unwrap() += 1;
+            assert!(matches!(r.restore::<u8>(p), Err(Error::WrongType { .. })));
+            r.unref(p).unwrap();
+            *r.restore::<u32>(p).unwrap() += 1;
+        })
+        .unwrap();
+        assert_eq!(r.take::<u32>(p), Ok(2));
     }
 
     use std::ops::DerefMut;

@@ -82,16 +82,23 @@ impl PanicCarrier {
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(r) => Some(r),
             Err(payload) => {
-                self.panicked.store(true, Ordering::Release);
-                let mut slot = self.payload.lock();
-                if slot.is_none() {
-                    *slot = Some(payload);
-                } else {
-                    drop(slot);
-                    drop_payload(payload);
-                }
+                self.keep(payload);
                 None
             }
+        }
+    }
+
+    /// Records a panic caught by the caller (the first one wins; a later
+    /// payload is dropped without letting its `Drop` unwind).
+    #[cold]
+    pub(crate) fn keep(&self, payload: Box<dyn Any + Send>) {
+        self.panicked.store(true, Ordering::Release);
+        let mut slot = self.payload.lock();
+        if slot.is_none() {
+            *slot = Some(payload);
+        } else {
+            drop(slot);
+            drop_payload(payload);
         }
     }
 

@@ -338,18 +338,42 @@ impl Registry {
     /// ```
     #[inline]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
+        // The error comes back through memory and the borrow as scalars,
+        // built into a guard in one place: a trampoline then keeps its
+        // guard in registers whichever path served it.
+        let mut error = Error::Busy;
+        match self.borrow_for_guard::<T>(ptr, &mut error) {
+            // SAFETY: a lend holds the borrow and marked itself in use for
+            // us, or we hold the exclusive borrow; the slot holds a `T`.
+            Some((slot, locked, true)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
+            // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
+            Some((slot, locked, false)) => Ok(unsafe { Guard::new(self, slot, locked) }),
+            None => Err(error),
+        }
+    }
+
+    /// What `restore` needs for a guard: the slot, the word the borrow set
+    /// and whether a lend serves it; or `None` with the reason in `error`.
+    #[inline(always)]
+    fn borrow_for_guard<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        error: &mut Error,
+    ) -> Option<(&Slot, usize, bool)> {
         if let Some(lent) = crate::lend::claim::<T>(self, ptr) {
             return match lent {
-                // SAFETY: the lend holds the borrow and marked itself in use.
-                Ok((slot, locked)) => Ok(unsafe { Guard::lent(self, slot, locked) }),
-                Err(e) => Err(self.refused(ptr, e, std::any::type_name::<T>())),
+                Ok(claim) => Some((claim.slot, claim.locked, true)),
+                Err(e) => {
+                    *error = self.refused(ptr, e, std::any::type_name::<T>());
+                    None
+                }
             };
         }
         if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
-            // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
-            return Ok(unsafe { Guard::new(self, slot, locked) });
+            return Some((slot, locked, false));
         }
-        self.restore_unlent(ptr)
+        self.restore_unlent::<T>(ptr, error)
+            .map(|(slot, locked)| (slot, locked, false))
     }
 
     /// The common case of an exclusive borrow, kept free of calls but the
@@ -376,10 +400,16 @@ impl Registry {
 
     /// `restore` outside a lend, after the fast path declined.
     #[inline(never)]
-    fn restore_unlent<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
-        let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
-        // SAFETY: we hold the exclusive borrow of a slot holding a `T`.
-        Ok(unsafe { Guard::new(self, slot, locked) })
+    /// Returns the borrowed slot and the word the borrow set, or `None`
+    /// with the reason in `error`.
+    fn restore_unlent<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        error: &mut Error,
+    ) -> Option<(&Slot, usize)> {
+        self.borrow::<T>(ptr, Mode::Exclusive)
+            .map_err(|e| *error = e)
+            .ok()
     }
 
     /// Borrows the value shared, for reading, alongside other readers.
@@ -573,7 +603,47 @@ impl Registry {
     /// r.unref(p).unwrap();
     /// assert_eq!(r.unref(p), Err(Error::Stale));
     /// ```
+    #[inline]
     pub fn unref(&self, ptr: *mut c_void) -> Result<(), Error> {
+        match self.unref_fast(ptr) {
+            Some((slot, index, vacant)) => {
+                // SAFETY: we made the slot vacant; its value is ours to
+                // drop, and the index ours to free.
+                unsafe { self.dispose(slot, index, vacant) };
+                Ok(())
+            }
+            None => self.unref_slow(ptr),
+        }
+    }
+
+    /// The common case of `unref`, kept free of calls: a valid handle of
+    /// this registry whose slot is `Live(g)`, not borrowed, not counted,
+    /// and `g` not the last generation. One compare-exchange makes it
+    /// `Vacant(g + 1)` (transition 4); returns the slot, its index and
+    /// that word. Anything else returns `None` having changed nothing, and
+    /// [`unref_slow`](Registry::unref_slow) starts over.
+    #[inline(always)]
+    fn unref_fast(&self, ptr: *mut c_void) -> Option<(&Slot, usize, usize)> {
+        let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
+        if generation == LAYOUT.max_generation() {
+            return None;
+        }
+        let slot = self.pages.get(index)?;
+        let vacant = slot::at(generation + 1);
+        slot.state
+            .compare_exchange(
+                slot::at(generation) | LIVE,
+                vacant,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some((slot, index, vacant))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unref_slow(&self, ptr: *mut c_void) -> Result<(), Error> {
         self.try_unref(ptr).map_err(|e| self.refused(ptr, e, "_"))
     }
 
@@ -849,7 +919,7 @@ impl Registry {
 
     /// Records a refusal (see [`failures`](crate::failures)) and returns it.
     #[cold]
-    fn refused(&self, ptr: *mut c_void, error: Error, expected: &'static str) -> Error {
+    pub(crate) fn refused(&self, ptr: *mut c_void, error: Error, expected: &'static str) -> Error {
         self.failures.note(ptr, error, expected);
         error
     }
@@ -1105,7 +1175,14 @@ impl Registry {
     /// # Safety
     /// The caller made the slot vacant or retired with word `now`, and the
     /// value in it is not yet dropped.
+    #[inline]
     unsafe fn dispose(&self, slot: &Slot, index: usize, now: usize) {
+        if !slot.has_drop_glue() {
+            if now & RETIRED == 0 {
+                self.free_index(index);
+            }
+            return;
+        }
         struct FreeOnExit<'a>(&'a Registry, usize, bool);
         impl Drop for FreeOnExit<'_> {
             fn drop(&mut self) {

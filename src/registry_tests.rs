@@ -562,3 +562,29 @@ fn refused_lookups_are_counted_and_the_last_ones_kept() {
     assert_eq!(Registry::new().failures().total(), 0);
     r.unref(p).unwrap();
 }
+
+#[test]
+fn unref_fast_path_drops_and_frees_the_index_for_this_threads_next_save() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let r = Registry::global();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = r.save(Counted(drops.clone()));
+    r.unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+    assert_eq!(r.unref(p), Err(Error::Stale));
+    // The index went to this thread's cache, and comes back first.
+    let q = r.save(7u64);
+    assert_eq!(index_of(q), index_of(p));
+    assert_eq!(r.restore::<u64>(p).err(), Some(Error::Stale));
+    // A value without drop glue: freed without the drop guard.
+    r.unref(q).unwrap();
+    let again = r.save(8u64);
+    assert_eq!(index_of(again), index_of(p));
+    assert_eq!(r.take::<u64>(again), Ok(8));
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+}

@@ -39,6 +39,20 @@
 //! destroy-notify), the record is dropped by its last borrower instead, and
 //! the scope waits for that flag. Either way the state's borrow ends only
 //! after the registry dropped its last pointer to it.
+//!
+//! The calling-thread forms push a lend record (see [`lend`](crate::lend))
+//! for their handle, whose type check was made once, when the record was
+//! saved. A callback on the calling thread claims that record (when it is
+//! the innermost one: a thread-local read, a few comparisons and one plain
+//! load of the slot's state word, which must be exactly the word the
+//! scope's borrow set: generation, `LIVE`, `EXCL`, `PINNED` and this
+//! thread's owner id), runs `f` under `catch_unwind`, and gives the claim
+//! back: no atomic read-modify-write, no guard. A callback that panics
+//! *poisons* the record instead, so the callbacks after it answer
+//! `Panicked` from the record's flag without reading the panic carrier;
+//! the carrier still gets the payload, and the scope resumes it. Only the
+//! calling thread ever touches the record (other threads are refused by
+//! `PINNED` before they could look for one), so its flag is a plain `Cell`.
 
 use std::any::{Any, TypeId};
 use std::ffi::c_void;
@@ -337,8 +351,78 @@ impl Registry {
     }
 
     /// [`with`](Registry::with) for sized and unsized state alike.
-    #[inline]
+    ///
+    /// A pinned scope's callback on its own thread is served by the
+    /// scope's lend record (see [`lend`](crate::lend)): when that record
+    /// is the innermost one, a thread-local read, a few comparisons, one
+    /// plain load of the slot's state word and a flag set. The panic
+    /// check costs nothing more: a callback that panics *poisons* the
+    /// record, and the claims that follow answer `Panicked`.
+    #[inline(always)]
     fn reach<S: ?Sized + 'static, O>(
+        &self,
+        ptr: *mut c_void,
+        f: impl FnOnce(&mut S) -> O,
+    ) -> Result<O, Error> {
+        match crate::lend::claim::<Scoped<S>>(self, ptr) {
+            // SAFETY: just claimed on this thread.
+            Some(Ok(claim)) => unsafe { self.run_lent(&claim, ptr, f) },
+            Some(Err(Error::Panicked)) => {
+                Err(refuse(self.panicked(ptr, std::any::type_name::<S>()), f))
+            }
+            Some(Err(e)) => Err(refuse(
+                self.refused(ptr, e, std::any::type_name::<Scoped<S>>()),
+                f,
+            )),
+            None => self.reach_unlent(ptr, f),
+        }
+    }
+
+    /// Runs a callback on the state of a scope whose record the caller
+    /// claimed from its lend.
+    ///
+    /// # Safety
+    /// `claim` was made on this thread, for a `Scoped<S>`, and not given
+    /// back; it is given back (or poisoned) here.
+    #[inline(always)]
+    unsafe fn run_lent<S: ?Sized + 'static, O>(
+        &self,
+        claim: &crate::lend::Claim<'_>,
+        ptr: *mut c_void,
+        f: impl FnOnce(&mut S) -> O,
+    ) -> Result<O, Error> {
+        // SAFETY: the lend holds the exclusive borrow of a slot holding a
+        // `Scoped<S>` (the claim checked the type), and the claim makes us
+        // its only user on this thread; other threads never reach a
+        // borrowed slot's value. The record stays in the slot until the
+        // scope ends, which is after we return (an `unref` meanwhile only
+        // orphans it).
+        let record = unsafe { &*claim.slot.value_ptr::<Scoped<S>>() };
+        let state = record.state;
+        // SAFETY: the scope keeps `state` borrowed while its record is in
+        // the registry, and our claim on the record's borrow makes this the
+        // only access (on this thread: the record is pinned, or `S: Send`).
+        let run = || f(unsafe { &mut *state });
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(out) => {
+                // SAFETY: per the caller; `f` has returned, and every lend
+                // it made has ended, so ours is active still.
+                unsafe { claim.give_back() };
+                Ok(out)
+            }
+            Err(payload) => {
+                record.end.carrier.keep(payload);
+                // SAFETY: as above.
+                unsafe { claim.poison() };
+                Err(self.panicked(ptr, std::any::type_name::<S>()))
+            }
+        }
+    }
+
+    /// `reach` of a handle no lend on this thread serves: a scope of
+    /// another thread (`WrongThread`), a `scope_send`, a stale handle.
+    #[inline(never)]
+    fn reach_unlent<S: ?Sized + 'static, O>(
         &self,
         ptr: *mut c_void,
         f: impl FnOnce(&mut S) -> O,
@@ -350,7 +434,8 @@ impl Registry {
         let state = record.state;
         // SAFETY: the scope keeps `state` borrowed while its record is in
         // the registry, and our exclusive borrow of the record makes this
-        // the only access (on this thread for a pinned scope, or `S: Send`).
+        // the only access (on another thread only for `scope_send`, where
+        // `S: Send`).
         let run = || f(unsafe { &mut *state });
         match record.end.carrier.catch(run) {
             Some(out) => Ok(out),

@@ -242,3 +242,79 @@ fn scopes_nest_and_lend_each_its_own_state() {
     .unwrap();
     assert_eq!((a, b), (3, 11));
 }
+
+#[test]
+fn a_panic_under_a_nested_scope_poisons_the_outer_one_too() {
+    // The outer scope's callbacks are served past the innermost lend (the
+    // slow claim) while the inner scope runs, and from the innermost one
+    // (the fast claim) after: a panic on either path skips every later
+    // callback of the outer scope.
+    let r = Registry::new();
+    let (mut a, mut b) = (0, 0);
+    let ran_after = std::cell::Cell::new(0);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r.scope(&mut a, |pa| {
+            r.scope(&mut b, |pb| {
+                let first = r.with(pa, |_: &mut i32| -> () { panic!("outer, nested") });
+                assert_eq!(first, Err(Error::Panicked));
+                let skipped = r.with(pa, |_: &mut i32| ran_after.set(1));
+                assert_eq!(skipped, Err(Error::Panicked));
+                // The inner scope is not poisoned.
+                r.with(pb, |b: &mut i32| *b += 1).unwrap();
+            })
+            .unwrap();
+            let skipped = r.with(pa, |_: &mut i32| ran_after.set(2));
+            assert_eq!(skipped, Err(Error::Panicked));
+            // The type is still checked first.
+            assert!(matches!(
+                r.call::<(), ()>(pa, ()),
+                Err(Error::WrongType { .. })
+            ));
+        })
+    }));
+    let payload = caught.expect_err("the panic is resumed");
+    assert_eq!(crate::panic::message(&*payload), Some("outer, nested"));
+    assert_eq!((ran_after.get(), b), (0, 1));
+    assert!(r.is_empty());
+}
+
+#[test]
+fn fast_and_slow_claims_agree_on_busy_stale_and_wrong_type() {
+    let r = Registry::new();
+    let (mut a, mut b) = (1u32, 2u32);
+    r.scope(&mut a, |pa| {
+        // Fast claim (innermost), then the same checks past another lend.
+        for nested in [false, true] {
+            let check = || {
+                let inner = r.with(pa, |_: &mut u32| r.with(pa, |_: &mut u32| ()));
+                assert_eq!(inner, Ok(Err(Error::Busy)));
+                assert!(matches!(
+                    r.with(pa, |_: &mut u8| ()),
+                    Err(Error::WrongType { .. })
+                ));
+                r.with(pa, |a: &mut u32| *a += 1).unwrap();
+            };
+            if nested {
+                r.scope(&mut b, |_| check()).unwrap();
+            } else {
+                check();
+            }
+        }
+        // `retain` sets `COUNTED`: the word is no longer the lend's exact
+        // word, so the claim takes the slow path, and is still served.
+        r.retain(pa).unwrap();
+        r.with(pa, |a: &mut u32| *a += 10).unwrap();
+        r.unref(pa).unwrap();
+        r.with(pa, |a: &mut u32| *a += 100).unwrap();
+        // The last reference: orphaned, stale on both paths.
+        r.unref(pa).unwrap();
+        assert_eq!(r.with(pa, |_: &mut u32| ()), Err(Error::Stale));
+        r.scope(&mut b, |_| {
+            assert_eq!(r.with(pa, |_: &mut u32| ()), Err(Error::Stale))
+        })
+        .unwrap();
+    })
+    .unwrap();
+    assert_eq!(a, 113);
+    assert!(r.is_empty());
+}

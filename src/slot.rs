@@ -398,6 +398,13 @@ impl Slot {
         }
     }
 
+    /// Whether [`drop_value`](Slot::drop_value) has anything to do (same
+    /// caveat as [`vtable`](Slot::vtable)).
+    #[inline]
+    pub fn has_drop_glue(&self) -> bool {
+        self.vtable().is_some_and(|v| v.drop_value.is_some())
+    }
+
     /// Drops the value, whatever its type.
     ///
     /// # Safety
