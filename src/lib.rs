@@ -78,6 +78,7 @@ pub mod lend;
 mod owned;
 mod pages;
 pub mod panic;
+mod readers;
 mod registry;
 mod scope;
 mod slot;
