@@ -361,6 +361,93 @@ mod tests {
         assert!(!any_holds(h) && !mine_holds(h));
     }
 
+    use crate::slot::{EXCLUSIVE, SHARED};
+    use crate::{Error, Registry};
+    use std::sync::atomic::AtomicBool;
+
+    fn wait_for(mut cond: impl FnMut() -> bool) {
+        while !cond() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// A first record borrow puts the slot in shared mode; an exclusive
+    /// borrow keeps it; a never-shared slot stays without it.
+    #[test]
+    fn shared_mode_is_set_by_the_first_record_borrow_and_stays() {
+        let r = Registry::new();
+        let p = r.save(1u8);
+        let q = r.save(2u8);
+        drop(r.restore::<u8>(q).unwrap());
+        assert_eq!(r.word(q) & SHARED, 0);
+        let g = r.restore_ref::<u8>(p).unwrap();
+        assert_ne!(r.word(p) & SHARED, 0);
+        assert_eq!(
+            r.word(p) & !crate::slot::BORROW_BITS & 0xff,
+            crate::slot::LIVE
+        );
+        drop(g);
+        drop(r.restore::<u8>(p).unwrap());
+        assert_ne!(r.word(p) & SHARED, 0);
+        assert_eq!(r.take::<u8>(p), Ok(1));
+        assert_eq!(r.take::<u8>(q), Ok(2));
+    }
+
+    /// A thread that holds a record borrow nests another one while a
+    /// writer of the same handle is pending (announced, waiting for it):
+    /// no deadlock. Once the handle is unreffed, the nested attempt is
+    /// `Stale`, and the last release drops the value.
+    #[test]
+    fn nested_record_borrow_while_a_writer_is_pending() {
+        for unref in [false, true] {
+            let r = Registry::new();
+            let drops = std::sync::Arc::new(AtomicUsize::new(0));
+            struct D(std::sync::Arc<AtomicUsize>, u32);
+            impl Drop for D {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, SeqCst);
+                }
+            }
+            let p = r.save(D(drops.clone(), 3));
+            let addr = p.addr();
+            let wrote = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let g = r.restore_ref::<D>(p).unwrap();
+                let writer = s.spawn(|| {
+                    let p = std::ptr::without_provenance_mut(addr);
+                    match r.restore::<D>(p) {
+                        Ok(mut g) => {
+                            assert!(!unref, "removed while it waited");
+                            g.1 += 1;
+                            wrote.store(true, SeqCst);
+                        }
+                        Err(e) => assert!(unref && e == Error::Stale, "{e:?}"),
+                    }
+                });
+                wait_for(|| r.word(p) & EXCLUSIVE != 0);
+                if unref {
+                    r.unref(p).unwrap();
+                    assert_eq!(r.restore_ref::<D>(p).err(), Some(Error::Stale));
+                } else {
+                    let nested = r.restore_ref::<D>(p).unwrap();
+                    assert_eq!(nested.1, 3);
+                    assert_eq!(r.restore::<D>(p).err(), Some(Error::Busy));
+                    drop(nested);
+                }
+                assert!(!wrote.load(SeqCst));
+                drop(g);
+                writer.join().unwrap();
+            });
+            if unref {
+                assert_eq!(drops.load(SeqCst), 1);
+            } else {
+                assert!(wrote.load(SeqCst));
+                assert_eq!(r.take::<D>(p).map(|d| d.1), Ok(4));
+            }
+            assert!(r.is_empty());
+        }
+    }
+
     #[test]
     fn a_full_record_refuses_and_records_are_reused_only_when_free() {
         let hs: Vec<usize> = (0..ENTRIES).map(|i| 0x5555_0001 + (i << 8)).collect();

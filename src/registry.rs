@@ -39,9 +39,7 @@ use crate::failures::FailureLog;
 use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
 use crate::pages::Pages;
-use crate::slot::{
-    self, Slot, COUNTED, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, SHARED, WAITING,
-};
+use crate::slot::{self, Slot, COUNTED, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, SHARED, WAITING};
 use crate::{readers, thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
@@ -537,12 +535,23 @@ impl Registry {
         let orphan = slot::orphan(generation);
         if slot
             .state
-            .compare_exchange(orphan, orphan & !SHARED, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(
+                orphan,
+                orphan & !SHARED,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
             .is_ok()
         {
             // SAFETY: our exchange made the slot vacant (or retired): its
             // value, left by every borrower, is ours.
-            unsafe { self.dispose(slot, index_of(std::ptr::without_provenance_mut(h)), orphan & !SHARED) };
+            unsafe {
+                self.dispose(
+                    slot,
+                    index_of(std::ptr::without_provenance_mut(h)),
+                    orphan & !SHARED,
+                )
+            };
         }
     }
 
@@ -1142,6 +1151,15 @@ impl Registry {
                         if new & (EXCLUSIVE | SHARED) == EXCLUSIVE | SHARED {
                             drop(waiting);
                             self.await_records(ptr.addr());
+                            let now = slot.state.load(Ordering::SeqCst);
+                            if now & LIVE == 0 {
+                                // Removed while we waited: as a woken waiter
+                                // would, answer `Stale`; our release is the
+                                // orphan's (R5).
+                                // SAFETY: we hold the borrow that set `new`.
+                                unsafe { self.release_exclusive(slot, new) };
+                                return Err(self.refusal(ptr, now, generation));
+                            }
                         }
                         return Ok(new);
                     }
@@ -1304,6 +1322,12 @@ impl Registry {
     #[cfg(test)]
     pub(crate) fn counts_is_empty(&self) -> bool {
         self.counts.lock().is_empty()
+    }
+
+    /// The state word of `ptr`'s slot.
+    #[cfg(test)]
+    pub(crate) fn word(&self, ptr: *mut c_void) -> usize {
+        self.lookup(ptr).unwrap().0.state.load(Ordering::SeqCst)
     }
 
     #[cfg(test)]
