@@ -8,7 +8,9 @@
 //!
 //! 1. **No lock on the way to a value.** A handle is decoded, its page is
 //!    found through the fixed directory (see [`pages`](crate::pages)), and
-//!    one compare-exchange on the slot's word borrows it. Locks are taken
+//!    one compare-exchange on the slot's word borrows it (a shared borrow
+//!    usually takes none: it goes through the thread's reader record, see
+//!    [`readers`](crate::readers)). Locks are taken
 //!    only by the free list (refilling or returning a batch of indices,
 //!    allocating a page), by waiting, and by the count table of retained
 //!    handles (`retain`, and removals of a word with `COUNTED`: slot
@@ -20,7 +22,10 @@
 //!    thread's borrow takes the registry's `wait_lock`, flags the word that
 //!    blocked it (`WAITING`) and parks on `wake`. Whoever clears `WAITING`
 //!    takes `wait_lock` and wakes everyone. Woken threads redo the whole
-//!    lookup, so a value removed meanwhile answers `Stale`.
+//!    lookup, so a value removed meanwhile answers `Stale`. A writer that
+//!    waits for reader records (see [`readers`](crate::readers), R3) parks
+//!    on the same lock and condition variable; record releases wake it
+//!    (R4), and it too answers `Stale` if the value was removed meanwhile.
 //! 3. **A value's `Drop` runs after the registry forgot it**: the slot is
 //!    vacant (or retired) before the value is dropped, and the index is
 //!    freed after, also when that `Drop` panics. A panicking `Drop` cannot

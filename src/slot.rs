@@ -97,7 +97,12 @@
 //! 2. **restore** (Live(g) → Excl(g, t)), **restore_ref** (Live(g) or
 //!    Shared(g, n) → Shared(g, n + 1)): one compare-exchange, `Acquire`, so
 //!    the saver's and the previous borrowers' writes to the value are
-//!    visible. The type is checked after the borrow is held.
+//!    visible. The type is checked after the borrow is held. A
+//!    `restore_ref` first tries its thread's reader record, which leaves
+//!    the word alone (or only adds `SHARED` once); the in-word count is its
+//!    fallback (see [`readers`](crate::readers)). An exclusive borrow of a
+//!    shared-mode word takes `EXCL` with a `SeqCst` exchange, then waits
+//!    for the records (R3).
 //! 3. **release**: one compare-exchange back, `Release`, from the exact word
 //!    the borrow set. It fails only when someone flagged the word meanwhile
 //!    (a waiter set `W`, or an `unref` orphaned it); the slow path then
