@@ -41,8 +41,9 @@
 //! reader's record, `W` for the slot's state word (see
 //! [`slot`](crate::slot)), `WRITERS` for the global count of threads
 //! waiting for records. Every operation named below on `E`, `HEAD`,
-//! `WRITERS` and `W` is `SeqCst` (the exclusive fast path excepted, see
-//! R3), so all of them sit in one total order `S`, and each pair below is
+//! `WRITERS` and `W` is `SeqCst` (the exclusive fast path's borrow
+//! excepted: it never succeeds on a shared-mode word, see R2), so all of
+//! them sit in one total order `S`, and each pair below is
 //! the store-then-load of Dekker's algorithm: of two threads that each
 //! write their own location then read the other's, at least one sees the
 //! other's write.
@@ -84,8 +85,10 @@
 //!   load follows the reader's store and sees `h` (it waits). A reader's
 //!   reads of the value happen before the writer's accesses: the writer's
 //!   scan reads the reader's clearing store (R4) or a later store of the
-//!   same thread, both releases. Releasing an exclusive borrow needs
-//!   nothing new: its exchange is unchanged and `SHARED` stays.
+//!   same thread, both releases. Releasing an exclusive borrow is the
+//!   same exchange as before (`SHARED` stays), made `SeqCst` (see the
+//!   Miri note below); a record reader whose load reads it acquires the
+//!   writer's accesses.
 //! * **R4, record release** (a guard's drop, or a retraction in R1):
 //!   count - 1; at zero, store `E = 0`, then load `WRITERS`: non-zero,
 //!   take the registry's wait lock and wake every waiter. Then load `W`:
@@ -135,8 +138,13 @@
 //!
 //! Miri note: the record operations pair with the word's read-modify-writes
 //! through `S`; an `Acquire`/`Release` exchange is not in `S`, so every
-//! exchange of a word that may carry `SHARED`, outside the exclusive fast
-//! path that a shared-mode word always fails, is `SeqCst`.
+//! exchange that may write a word carrying `SHARED` is `SeqCst`, the
+//! release of an exclusive borrow included (Miri's data-race detector
+//! reported a reader's read racing the next writer when that release was
+//! `Release`; on x86 both are the same `lock cmpxchg`). The exchanges left
+//! `Acquire` (the exclusive fast path's, the in-word reader's first
+//! attempt) expect a word without `SHARED`, so they never succeed on a
+//! shared-mode word.
 
 use std::cell::Cell;
 use std::ptr;

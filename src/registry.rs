@@ -1226,10 +1226,14 @@ impl Registry {
     pub(crate) unsafe fn release_exclusive(&self, slot: &Slot, locked: usize) {
         if slot
             .state
+            // `SeqCst`, though `Release` is all the in-word protocol needs:
+            // a shared-mode word (`locked` has `SHARED`) is read by record
+            // readers with `SeqCst` loads (readers R3). Same instruction as
+            // `Release` on x86 (`lock cmpxchg`).
             .compare_exchange(
                 locked,
                 slot::unborrowed(locked),
-                Ordering::Release,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             )
             .is_err()
