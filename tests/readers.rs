@@ -325,3 +325,54 @@ fn mixed_readers_writers_and_unref() {
     }
     assert!(r.is_empty());
 }
+
+/// One reader counted in the word (its record is full) and one in a
+/// record, when the handle is unreffed: whichever lets go last drops the
+/// value, once, in either order.
+#[test]
+fn in_word_and_record_readers_of_an_orphan_drop_once() {
+    let r = Registry::new();
+    for in_word_last in [false, true] {
+        let (value, drops, _) = tally();
+        let p = r.save(value) as usize;
+        let fillers: Vec<usize> = (0..8u8).map(|i| r.save(i) as usize).collect();
+        let (held_tx, held_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let (r, fillers, drops) = (&r, &fillers, &drops);
+            s.spawn(move || {
+                // More handles than a record holds: `p` is counted in the word.
+                let _fill: Vec<_> = fillers
+                    .iter()
+                    .map(|&f| r.restore_ref::<u8>(ptr(f)).unwrap())
+                    .collect();
+                let g = r.restore_ref::<Tally>(ptr(p)).unwrap();
+                held_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                drop(g);
+                done_tx.send(()).unwrap();
+            });
+            held_rx.recv().unwrap();
+            let g = r.restore_ref::<Tally>(ptr(p)).unwrap();
+            r.unref(ptr(p)).unwrap();
+            assert_eq!(r.restore_ref::<Tally>(ptr(p)).err(), Some(Error::Stale));
+            if in_word_last {
+                drop(g);
+                assert_eq!(drops.load(Ordering::SeqCst), 0);
+                go_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            } else {
+                go_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                assert_eq!(drops.load(Ordering::SeqCst), 0);
+                drop(g);
+            }
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        });
+        for f in fillers {
+            r.unref(ptr(f)).unwrap();
+        }
+    }
+    assert!(r.is_empty());
+}
