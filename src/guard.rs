@@ -10,6 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
+use crate::readers::Record;
 use crate::slot::Slot;
 use crate::{thread, Registry};
 
@@ -143,8 +144,12 @@ impl<T: Any + Send + fmt::Debug> fmt::Debug for Guard<'_, T> {
 pub struct SharedGuard<'r, T: Any + Send + Sync> {
     registry: &'r Registry,
     slot: &'r Slot,
-    /// The handle, as recorded in this thread's shared-borrow list.
+    /// The handle, as recorded in this thread's shared-borrow list or
+    /// reader record.
     handle: usize,
+    /// The entry of this thread's reader record that holds the borrow, or
+    /// `None` for a borrow counted in the slot's word.
+    record: Option<(&'static Record, usize)>,
     _marker: PhantomData<(&'r T, *mut ())>,
 }
 
@@ -154,13 +159,21 @@ unsafe impl<T: Any + Send + Sync> Sync for SharedGuard<'_, T> {}
 impl<'r, T: Any + Send + Sync> SharedGuard<'r, T> {
     /// # Safety
     /// The caller holds a shared borrow of `slot`, a slot of `registry`
-    /// holding a `T`, recorded for `handle` in this thread's list; the
-    /// guard takes over releasing both.
-    pub(crate) unsafe fn new(registry: &'r Registry, slot: &'r Slot, handle: usize) -> Self {
+    /// holding a `T`: counted in the word and recorded for `handle` in this
+    /// thread's list (`record` is `None`), or held by entry `record.1` of
+    /// this thread's reader record `record.0`; the guard takes over
+    /// releasing it.
+    pub(crate) unsafe fn new(
+        registry: &'r Registry,
+        slot: &'r Slot,
+        handle: usize,
+        record: Option<(&'static Record, usize)>,
+    ) -> Self {
         SharedGuard {
             registry,
             slot,
             handle,
+            record,
             _marker: PhantomData,
         }
     }
@@ -178,6 +191,16 @@ impl<T: Any + Send + Sync> Deref for SharedGuard<'_, T> {
 
 impl<T: Any + Send + Sync> Drop for SharedGuard<'_, T> {
     fn drop(&mut self) {
+        if let Some((record, entry)) = self.record {
+            // SAFETY: we hold this record borrow, released exactly once
+            // here, on the thread that owns the record (the guard is not
+            // `Send`).
+            unsafe {
+                self.registry
+                    .release_record(self.slot, record, entry, self.handle)
+            };
+            return;
+        }
         thread::pop_shared(self.handle);
         // SAFETY: we hold one shared borrow, released exactly once here.
         unsafe { self.registry.release_shared(self.slot) }

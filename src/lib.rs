@@ -80,6 +80,7 @@ mod loom_tests;
 mod owned;
 mod pages;
 pub mod panic;
+mod readers;
 mod registry;
 mod scope;
 mod slot;

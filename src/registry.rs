@@ -8,7 +8,9 @@
 //!
 //! 1. **No lock on the way to a value.** A handle is decoded, its page is
 //!    found through the fixed directory (see [`pages`](crate::pages)), and
-//!    one compare-exchange on the slot's word borrows it. Locks are taken
+//!    one compare-exchange on the slot's word borrows it (a shared borrow
+//!    usually takes none: it goes through the thread's reader record, see
+//!    [`readers`](crate::readers)). Locks are taken
 //!    only by the free list (refilling or returning a batch of indices,
 //!    allocating a page), by waiting, and by the count table of retained
 //!    handles (`retain`, and removals of a word with `COUNTED`: slot
@@ -20,7 +22,10 @@
 //!    thread's borrow takes the registry's `wait_lock`, flags the word that
 //!    blocked it (`WAITING`) and parks on `wake`. Whoever clears `WAITING`
 //!    takes `wait_lock` and wakes everyone. Woken threads redo the whole
-//!    lookup, so a value removed meanwhile answers `Stale`.
+//!    lookup, so a value removed meanwhile answers `Stale`. A writer that
+//!    waits for reader records (see [`readers`](crate::readers), R3) parks
+//!    on the same lock and condition variable; record releases wake it
+//!    (R4), and it too answers `Stale` if the value was removed meanwhile.
 //! 3. **A value's `Drop` runs after the registry forgot it**: the slot is
 //!    vacant (or retired) before the value is dropped, and the index is
 //!    freed after, also when that `Drop` panics. A panicking `Drop` cannot
@@ -40,8 +45,8 @@ use crate::failures::FailureLog;
 use crate::free::{self, FreeList};
 use crate::handle::{self, Layout};
 use crate::pages::Pages;
-use crate::slot::{self, Slot, COUNTED, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, WAITING};
-use crate::{thread, Error, Guard, Handle, SharedGuard};
+use crate::slot::{self, Slot, COUNTED, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, SHARED, WAITING};
+use crate::{readers, thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
 const GLOBAL_ID: u32 = 1;
@@ -435,6 +440,9 @@ impl Registry {
         &self,
         ptr: *mut c_void,
     ) -> Result<SharedGuard<'_, T>, Error> {
+        if let Some(borrowed) = self.borrow_record::<T>(ptr) {
+            return borrowed;
+        }
         let (slot, _) = self.borrow::<T>(ptr, Mode::Shared)?;
         if !thread::push_shared(ptr as usize) {
             // Thread-local teardown took the list: an unrecorded shared
@@ -445,7 +453,158 @@ impl Registry {
             return Err(Error::Busy);
         }
         // SAFETY: we hold a shared borrow of a slot holding a `T`.
-        Ok(unsafe { SharedGuard::new(self, slot, ptr as usize) })
+        Ok(unsafe { SharedGuard::new(self, slot, ptr as usize, None) })
+    }
+
+    /// A shared borrow through this thread's reader record (transition R1
+    /// of [`readers`](crate::readers)); `None` to fall back to the in-word
+    /// count (no record, a full record, an exclusive borrow to wait for).
+    #[inline]
+    fn borrow_record<T: Any + Send + Sync>(
+        &self,
+        ptr: *mut c_void,
+    ) -> Option<Result<SharedGuard<'_, T>, Error>> {
+        let (slot, generation) = match self.lookup(ptr) {
+            Ok(found) => found,
+            Err(e) => return Some(Err(self.refused(ptr, e, std::any::type_name::<T>()))),
+        };
+        let record = readers::mine()?;
+        // Canonical: `lookup` accepted it, and every valid handle has one
+        // integer.
+        let h = ptr.addr();
+        let entry = if let Some(i) = record.find(h) {
+            // Nested: our own entry keeps writers out and the value alive.
+            let seen = slot.state.load(Ordering::SeqCst);
+            if slot::generation(seen) != generation || seen & LIVE == 0 {
+                let e = self.refusal(ptr, seen, generation);
+                return Some(Err(self.refused(ptr, e, std::any::type_name::<T>())));
+            }
+            if !record.nest(i) {
+                return None;
+            }
+            i
+        } else {
+            let i = record.publish(h)?;
+            let mut seen = slot.state.load(Ordering::SeqCst);
+            loop {
+                let blocked = seen & EXCLUSIVE != 0;
+                if slot::generation(seen) != generation || seen & LIVE == 0 || blocked {
+                    // SAFETY: entry `i` holds `h` of this slot, ours.
+                    unsafe { self.release_record(slot, record, i, h) };
+                    if blocked && slot::generation(seen) == generation && seen & LIVE != 0 {
+                        return None;
+                    }
+                    let e = self.refusal(ptr, seen, generation);
+                    return Some(Err(self.refused(ptr, e, std::any::type_name::<T>())));
+                }
+                if seen & SHARED != 0 {
+                    break;
+                }
+                // Shared mode (R2).
+                match slot.state.compare_exchange(
+                    seen,
+                    seen | SHARED,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => seen = now,
+                }
+            }
+            i
+        };
+        if !slot.holds::<T>() {
+            let found = slot.type_name();
+            // SAFETY: we hold this record borrow.
+            unsafe { self.release_record(slot, record, entry, h) };
+            let e = Error::WrongType {
+                expected: std::any::type_name::<T>(),
+                found,
+            };
+            return Some(Err(self.refused(ptr, e, std::any::type_name::<T>())));
+        }
+        // SAFETY: we hold a record borrow (entry `entry` of our record) of
+        // a slot holding a `T`.
+        Some(Ok(unsafe {
+            SharedGuard::new(self, slot, h, Some((record, entry)))
+        }))
+    }
+
+    /// Ends one record borrow (transition R4): clears the entry at its
+    /// last nesting, wakes waiting writers, settles an orphan.
+    ///
+    /// # Safety
+    /// Entry `i` of this thread's `record` holds a borrow of `h`, a handle
+    /// of this registry whose slot is `slot`.
+    #[inline]
+    pub(crate) unsafe fn release_record(
+        &self,
+        slot: &Slot,
+        record: &readers::Record,
+        i: usize,
+        h: usize,
+    ) {
+        if !record.unpublish(i) {
+            return;
+        }
+        if readers::writers_waiting() {
+            self.wake_waiters();
+        }
+        let generation = handle_generation(h);
+        if slot.state.load(Ordering::SeqCst) == slot::orphan(generation) {
+            // SAFETY: the slot is `h`'s.
+            unsafe { self.settle(slot, h, generation) };
+        }
+    }
+
+    /// Drops the value of a shared-mode orphan if no record holds it
+    /// (transition R5): at most one caller wins the exchange.
+    ///
+    /// # Safety
+    /// `slot` is the slot of `h`, a handle of this registry of generation
+    /// `generation`.
+    #[cold]
+    unsafe fn settle(&self, slot: &Slot, h: usize, generation: u32) {
+        if readers::any_holds(h) {
+            return;
+        }
+        let orphan = slot::orphan(generation);
+        if slot
+            .state
+            .compare_exchange(
+                orphan,
+                orphan & !SHARED,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            // SAFETY: our exchange made the slot vacant (or retired): its
+            // value, left by every borrower, is ours.
+            unsafe {
+                self.dispose(
+                    slot,
+                    index_of(std::ptr::without_provenance_mut(h)),
+                    orphan & !SHARED,
+                )
+            };
+        }
+    }
+
+    /// R3: an exclusive borrow just announced on a shared-mode word waits
+    /// until no record holds `h`.
+    #[cold]
+    fn await_records(&self, h: usize) {
+        if !readers::any_holds(h) {
+            return;
+        }
+        readers::writer_waits();
+        let mut guard = self.wait_lock.lock();
+        while readers::any_holds(h) {
+            guard = self.wake.wait(guard);
+        }
+        drop(guard);
+        readers::writer_done();
     }
 
     /// Removes the value and returns it. The handle is stale from now on.
@@ -536,10 +695,13 @@ impl Registry {
                     return Err(Error::Retained);
                 }
             }
+            // `removed` drops `SHARED`: our exclusive borrow waited out
+            // every record reader (R3), and a reader that stores its entry
+            // now sees no live word and never touches the value.
             let vacant = slot::removed(slot::unborrowed(seen), LAYOUT.max_generation());
             match slot
                 .state
-                .compare_exchange(seen, vacant, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(seen, vacant, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => {
                     if let Some(mut table) = counts {
@@ -663,12 +825,18 @@ impl Registry {
             if seen & COUNTED != 0 {
                 return self.unref_counted(ptr, slot, generation, force);
             }
-            let new = slot::removed(seen, LAYOUT.max_generation());
+            // A shared-mode orphan keeps `SHARED` until settled (R5).
+            let new = slot::removed(seen, LAYOUT.max_generation()) | (seen & SHARED);
             match slot
                 .state
-                .compare_exchange(seen, new, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(seen, new, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) if slot::is_borrowed(seen) => return Ok(()), // orphaned
+                Ok(_) if new & SHARED != 0 => {
+                    // SAFETY: the slot is `ptr`'s, of generation `generation`.
+                    unsafe { self.settle(slot, ptr.addr(), generation) };
+                    return Ok(());
+                }
                 Ok(_) => {
                     // SAFETY: we made the slot vacant (or retired); its value
                     // is ours to drop, and the index ours to free.
@@ -707,17 +875,22 @@ impl Registry {
                     _ => {}
                 }
             }
-            let new = slot::removed(seen, LAYOUT.max_generation());
+            let new = slot::removed(seen, LAYOUT.max_generation()) | (seen & SHARED);
             match slot
                 .state
-                .compare_exchange(seen, new, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(seen, new, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => {
                     table.remove(&key);
                     // The value is dropped (by us, or by the last borrower)
                     // with the lock released: `Drop` is user code.
                     drop(table);
-                    if !slot::is_borrowed(seen) {
+                    if slot::is_borrowed(seen) {
+                        // The last borrower settles or drops it.
+                    } else if new & SHARED != 0 {
+                        // SAFETY: the slot is `ptr`'s, of generation `generation`.
+                        unsafe { self.settle(slot, ptr.addr(), generation) };
+                    } else {
                         // SAFETY: we made the slot vacant (or retired); its
                         // value is ours to drop, and the index ours to free.
                         unsafe { self.dispose(slot, index_of(ptr), new) };
@@ -782,7 +955,7 @@ impl Registry {
             match slot.state.compare_exchange(
                 seen,
                 seen | COUNTED,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
@@ -1024,6 +1197,11 @@ impl Registry {
             if slot::generation(seen) != generation || seen & LIVE == 0 {
                 return Err(self.refusal(ptr, seen, generation));
             }
+            // R3: a thread that holds a record borrow of the handle never
+            // waits for an exclusive borrow of it, pending or not.
+            if mode != Mode::Shared && seen & SHARED != 0 && readers::mine_holds(ptr.addr()) {
+                return Err(Error::Busy);
+            }
             let readers = if seen & EXCLUSIVE != 0 {
                 0
             } else {
@@ -1031,7 +1209,7 @@ impl Registry {
             };
             let attempt = match mode {
                 Mode::Exclusive | Mode::Reclaim if !slot::is_borrowed(seen) => {
-                    Some(exclusive_word | (seen & (WAITING | COUNTED)))
+                    Some(exclusive_word | (seen & (WAITING | COUNTED | SHARED)))
                 }
                 Mode::Shared if seen & EXCLUSIVE == 0 && readers < slot::MAX_BORROW => {
                     Some(seen + READER)
@@ -1039,11 +1217,28 @@ impl Registry {
                 _ => None,
             };
             if let Some(new) = attempt {
+                // `SeqCst`: on a shared-mode word this announces an
+                // exclusive borrow to record readers (R3).
                 match slot
                     .state
-                    .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(seen, new, Ordering::SeqCst, Ordering::Relaxed)
                 {
-                    Ok(_) => return Ok(new),
+                    Ok(_) => {
+                        if new & (EXCLUSIVE | SHARED) == EXCLUSIVE | SHARED {
+                            drop(waiting);
+                            self.await_records(ptr.addr());
+                            let now = slot.state.load(Ordering::SeqCst);
+                            if now & LIVE == 0 {
+                                // Removed while we waited: as a woken waiter
+                                // would, answer `Stale`; our release is the
+                                // orphan's (R5).
+                                // SAFETY: we hold the borrow that set `new`.
+                                unsafe { self.release_exclusive(slot, new) };
+                                return Err(self.refusal(ptr, now, generation));
+                            }
+                        }
+                        return Ok(new);
+                    }
                     Err(now) => {
                         seen = now;
                         continue;
@@ -1102,10 +1297,14 @@ impl Registry {
     pub(crate) unsafe fn release_exclusive(&self, slot: &Slot, locked: usize) {
         if slot
             .state
+            // `SeqCst`, though `Release` is all the in-word protocol needs:
+            // a shared-mode word (`locked` has `SHARED`) is read by record
+            // readers with `SeqCst` loads (readers R3). Same instruction as
+            // `Release` on x86 (`lock cmpxchg`).
             .compare_exchange(
                 locked,
                 slot::unborrowed(locked),
-                Ordering::Release,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             )
             .is_err()
@@ -1143,21 +1342,23 @@ impl Registry {
             }
             let orphan_done = last && seen & LIVE == 0;
             // The last borrower of an orphan acquires the other borrowers'
-            // releases before it drops the value.
-            let order = if orphan_done {
-                Ordering::AcqRel
-            } else {
-                Ordering::Release
-            };
+            // releases before it drops the value. `SeqCst`: on a
+            // shared-mode word this pairs with record operations (R5).
             match slot
                 .state
-                .compare_exchange(seen, new, order, Ordering::Relaxed)
+                .compare_exchange(seen, new, Ordering::SeqCst, Ordering::Relaxed)
             {
                 Ok(_) => {
                     if last && seen & WAITING != 0 {
                         self.wake_waiters();
                     }
-                    if orphan_done {
+                    if orphan_done && new & SHARED != 0 {
+                        // Record readers may still hold it (R5).
+                        let g = slot::orphaned_generation(new);
+                        let h = LAYOUT.encode(self.index_of_slot(slot), self.id, g) as usize;
+                        // SAFETY: `h` is the handle of this slot's orphan.
+                        unsafe { self.settle(slot, h, g) };
+                    } else if orphan_done {
                         // SAFETY: ours was the orphan's last borrow: the slot
                         // is now vacant (or retired) and its value ours.
                         unsafe { self.dispose(slot, self.index_of_slot(slot), new) };
@@ -1210,6 +1411,12 @@ impl Registry {
         self.counts.lock().is_empty()
     }
 
+    /// The state word of `ptr`'s slot.
+    #[cfg(test)]
+    pub(crate) fn word(&self, ptr: *mut c_void) -> usize {
+        self.lookup(ptr).unwrap().0.state.load(Ordering::SeqCst)
+    }
+
     #[cfg(test)]
     pub(crate) fn set_generation(&self, ptr: *mut c_void, generation: u32) -> *mut c_void {
         let (slot, _) = self.lookup(ptr).unwrap();
@@ -1217,6 +1424,12 @@ impl Registry {
             .store(slot::at(generation) | LIVE, Ordering::Relaxed);
         handle::to_ptr(LAYOUT.encode(index_of(ptr), self.id, generation))
     }
+}
+
+/// The generation of a handle already decoded and checked once.
+#[inline]
+fn handle_generation(h: usize) -> u32 {
+    (h as u64 >> (LAYOUT.index_bits + LAYOUT.registry_bits)) as u32
 }
 
 /// The slot index of a handle already decoded and checked once.
@@ -1235,7 +1448,7 @@ impl Drop for Registry {
         for (_, slot) in self.pages.slots() {
             let word = slot.state.load(Ordering::Acquire);
             next_base = next_base.max(u64::from(slot::generation(word)) + 1);
-            if word & LIVE != 0 || slot::is_borrowed(word) {
+            if word & (LIVE | SHARED) != 0 || slot::is_borrowed(word) {
                 // SAFETY: owned, see above. Keep dropping the rest if one
                 // value's `Drop` panics.
                 let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {

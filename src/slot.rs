@@ -18,19 +18,20 @@
 //! # The state word
 //!
 //! ```text
-//! 64-bit:  63          32 31                  6     5       4       3        2       1      0
-//!         +-------------+----------------------+--------+-------+--------+--------+------+------+
-//!         | generation  | borrow: owner id     | COUNTED| PINNED| RETIRED| WAITING| EXCL | LIVE |
-//!         |  (32 bits)  | (EXCL) or readers(26)|        |       |        |        |      |      |
-//!         +-------------+----------------------+--------+-------+--------+--------+------+------+
-//! 32-bit:   generation 12 bits (31..20), borrow 14 bits (19..6), same flags.
+//! 64-bit:  63          32 31                  7     6       5       4       3        2       1      0
+//!         +-------------+----------------------+--------+--------+-------+--------+--------+------+------+
+//!         | generation  | borrow: owner id     | SHARED | COUNTED| PINNED| RETIRED| WAITING| EXCL | LIVE |
+//!         |  (32 bits)  | (EXCL) or readers(25)|        |        |       |        |        |      |      |
+//!         +-------------+----------------------+--------+--------+-------+--------+--------+------+------+
+//! 32-bit:   generation 12 bits (31..20), borrow 13 bits (19..7), same flags.
 //! ```
 //!
 //! The borrow field bounds both the number of threads that can hold an
-//! owner id and the number of readers of one value at once: 2^26 - 1 on
-//! 64-bit targets, 16 383 on 32-bit ones (one bit fewer than before
-//! `COUNTED` took its place; see [`thread`](crate::thread) for what
-//! happens past it).
+//! owner id and the number of in-word readers of one value at once:
+//! 2^25 - 1 on 64-bit targets, 8 191 on 32-bit ones (one bit fewer than
+//! before `SHARED` took its place; see [`thread`](crate::thread) for what
+//! happens past it). Most shared borrows are not counted here at all but
+//! in per-thread reader records (`SHARED` below).
 //!
 //! The generation is the handle's (see [`handle`](crate::handle)); the
 //! owner id is a small per-thread number (see [`thread`](crate::thread)).
@@ -49,6 +50,26 @@
 //! | Shared(g, n) | `g LIVE n [W]` | borrowed by `n ≥ 1` readers |
 //! | Orphan(g') | `g' EXCL t [W]` or `g' n [W]` | removed while borrowed: not `LIVE`, generation already moved on; the last borrower drops the value |
 //! | Retired | `max RETIRED` | the generation is exhausted; never reused |
+//! | …, shared mode | any of the above with `SHARED` | readers may also hold the value through reader records |
+//! | Orphan(g'), shared mode | `g' SHARED` (+ borrow bits while in-word borrows last) | removed while record readers may hold it; see [`readers`](crate::readers) |
+//!
+//! `SHARED` ("shared mode") is set on a live slot, by a compare-exchange,
+//! the first time a reader borrows it through its thread's *reader record*
+//! (see [`readers`](crate::readers), which states that protocol, with its
+//! transitions R1 to R6). A reader record borrow never writes the word:
+//! that is the point, many threads read one value without bouncing its
+//! line. In exchange, every exclusive borrow of a shared-mode slot
+//! announces itself on the word (it takes `EXCL` as usual) and then scans
+//! the records, waiting until no record holds the handle; and every
+//! removal of a shared-mode slot keeps `SHARED` on the orphan until the
+//! last record reader is gone, when exactly one thread clears it and drops
+//! the value. `SHARED` never leaves a live slot, so a word whose last
+//! exchange expected no `SHARED` (the exclusive fast path, which builds its
+//! expected word as `g LIVE`) can never race a record reader: plain
+//! exclusive borrows of never-shared slots stay one compare-exchange.
+//! Every read-modify-write of a word that may carry `SHARED` outside the
+//! exclusive fast path is `SeqCst`, because it pairs with `SeqCst` record
+//! operations (Dekker-style, see [`readers`](crate::readers)).
 //!
 //! `COUNTED` marks a live value that was [`retain`](crate::Registry::retain)ed
 //! at least once: its reference count lives in the registry's side table
@@ -76,7 +97,12 @@
 //! 2. **restore** (Live(g) → Excl(g, t)), **restore_ref** (Live(g) or
 //!    Shared(g, n) → Shared(g, n + 1)): one compare-exchange, `Acquire`, so
 //!    the saver's and the previous borrowers' writes to the value are
-//!    visible. The type is checked after the borrow is held.
+//!    visible. The type is checked after the borrow is held. A
+//!    `restore_ref` first tries its thread's reader record, which leaves
+//!    the word alone (or only adds `SHARED` once); the in-word count is its
+//!    fallback (see [`readers`](crate::readers)). An exclusive borrow of a
+//!    shared-mode word takes `EXCL` with a `SeqCst` exchange, then waits
+//!    for the records (R3).
 //! 3. **release**: one compare-exchange back, `Release`, from the exact word
 //!    the borrow set. It fails only when someone flagged the word meanwhile
 //!    (a waiter set `W`, or an `unref` orphaned it); the slow path then
@@ -146,13 +172,15 @@ pub(crate) const WAITING: usize = 0b0100;
 pub(crate) const RETIRED: usize = 0b1000;
 pub(crate) const PINNED: usize = 0b1_0000;
 pub(crate) const COUNTED: usize = 0b10_0000;
-const BORROW_SHIFT: u32 = 6;
+/// Shared mode: reader records may hold the value (see `readers`).
+pub(crate) const SHARED: usize = 0b100_0000;
+const BORROW_SHIFT: u32 = 7;
 const GENERATION_SHIFT: u32 = usize::BITS - Layout::NATIVE.generation_bits;
 /// The borrow field: an owner id or a reader count.
 const BORROW_MASK: usize = ((1 << GENERATION_SHIFT) - 1) & !((1 << BORROW_SHIFT) - 1);
 const GENERATION_MASK: usize = !((1 << GENERATION_SHIFT) - 1);
 /// Every bit a borrow or a waiter may change.
-pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | PINNED | BORROW_MASK;
+pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | PINNED | SHARED | BORROW_MASK;
 /// One reader.
 pub(crate) const READER: usize = 1 << BORROW_SHIFT;
 /// The largest owner id or reader count the borrow field holds.
@@ -262,7 +290,9 @@ pub(crate) const fn is_borrowed(word: usize) -> bool {
 }
 
 /// The word after `unref` or `take` of a slot at generation `g`, with the
-/// borrow bits of `word` kept (they are zero unless orphaning).
+/// borrow bits of `word` kept (they are zero unless orphaning). `SHARED`
+/// is dropped: callers that must keep it (an orphan that record readers may
+/// still hold) add it back.
 #[inline]
 pub(crate) fn removed(word: usize, max_generation: u32) -> usize {
     let g = generation(word);
@@ -271,6 +301,25 @@ pub(crate) fn removed(word: usize, max_generation: u32) -> usize {
         at(g) | RETIRED | keep
     } else {
         at(g + 1) | keep
+    }
+}
+
+/// The word of a shared-mode slot whose value of generation `g` was
+/// removed and whose in-word borrows (if any) all ended: only the record
+/// readers may still hold it (see [`readers`](crate::readers), R5).
+#[inline]
+pub(crate) fn orphan(g: u32) -> usize {
+    removed(at(g) | LIVE, Layout::NATIVE.max_generation()) | SHARED
+}
+
+/// The generation of the value that the removed word `word` (not `LIVE`)
+/// was orphaned from.
+#[inline]
+pub(crate) fn orphaned_generation(word: usize) -> u32 {
+    if word & RETIRED != 0 {
+        generation(word)
+    } else {
+        generation(word).wrapping_sub(1)
     }
 }
 
@@ -426,11 +475,12 @@ mod tests {
     #[test]
     fn word_fields_do_not_overlap() {
         let g = Layout::NATIVE.max_generation();
-        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED | PINNED | COUNTED;
+        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED | PINNED | COUNTED | SHARED;
         assert_eq!(generation(w), g);
         assert_eq!(borrow(w), MAX_BORROW);
-        assert_eq!(w & 0b11_1111, 0b11_1111);
-        assert_eq!(unborrowed(w), at(g) | LIVE | RETIRED | COUNTED);
+        assert_eq!(w & 0b111_1111, 0b111_1111);
+        assert_eq!(unborrowed(w), at(g) | LIVE | RETIRED | COUNTED | SHARED);
+        assert_eq!(orphan(g - 1), at(g) | SHARED);
         assert_eq!(at(g) & BORROW_MASK, 0);
         assert_eq!(generation(at(1)), 1);
     }
@@ -446,6 +496,8 @@ mod tests {
         assert_eq!(removed(at(max) | LIVE, max), at(max) | RETIRED);
         // A removal drops `COUNTED`: a vacant word is its generation alone.
         assert_eq!(removed(at(3) | LIVE | COUNTED, max), at(4));
+        assert_eq!(removed(at(3) | LIVE | SHARED, max), at(4));
+        assert_eq!(orphan(max), at(max) | RETIRED | SHARED);
     }
 
     #[test]

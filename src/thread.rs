@@ -4,7 +4,10 @@
 //! held by the *same* thread never ends. So an exclusive borrow records a
 //! small **owner id** in the slot's state word (see [`slot`](crate::slot)),
 //! and each thread remembers which handles it holds **shared** borrows of
-//! (there may be many readers, so the slot cannot name them).
+//! (there may be many readers, so the slot cannot name them). That list
+//! covers the shared borrows counted in the slot's word; most shared
+//! borrows are held in the thread's reader record instead (see
+//! [`readers`](crate::readers)), which answers the same question exactly.
 //!
 //! Both survive thread-local teardown, because a value's `Drop` or a
 //! guard stored in a thread-local may use the registry while the thread's
