@@ -148,7 +148,11 @@
 
 use std::cell::Cell;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::*};
+
+use crate::sync::atomic::{
+    seqcst_pair, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering::*,
+};
+use crate::sync::{model_statics, thread_locals};
 
 /// Entries per record: the handles one thread may hold record borrows of
 /// at once (more go to the in-word count).
@@ -168,23 +172,28 @@ pub(crate) struct Record {
     next: AtomicPtr<Record>,
 }
 
-/// Every record ever allocated, newest first.
-static HEAD: AtomicPtr<Record> = AtomicPtr::new(ptr::null_mut());
-
-/// Threads waiting in R3 for records to clear, in any registry.
-static WRITERS: AtomicUsize = AtomicUsize::new(0);
+model_statics! {
+    /// Every record ever allocated, newest first.
+    static HEAD: AtomicPtr<Record> = AtomicPtr::new(ptr::null_mut());
+    /// Threads waiting in R3 for records to clear, in any registry.
+    static WRITERS: AtomicUsize = AtomicUsize::new(0);
+}
 
 /// Gives the record back at thread exit (if all its entries are free).
 struct Lease;
 
+// The thread-locals below are read with `try_with`: std's (`const`,
+// without destructor) are never destroyed, and `try_with` compiles to the
+// same code as `with` on them; loom's are destroyed in turn at a model
+// thread's end, where a failed access then counts as "no record".
 impl Drop for Lease {
     fn drop(&mut self) {
-        GONE.with(|gone| gone.set(true));
-        let mine = MINE.with(Cell::get);
+        let _ = GONE.try_with(|gone| gone.set(true));
+        let mine = MINE.try_with(Cell::get).unwrap_or(ptr::null());
         // SAFETY: records are never freed.
         if let Some(record) = unsafe { mine.as_ref() } {
             if record.is_free() {
-                MINE.with(|m| m.set(ptr::null()));
+                let _ = MINE.try_with(|m| m.set(ptr::null()));
                 record.owned.store(false, Release);
             }
             // Otherwise the record stays ours forever: never reused.
@@ -192,7 +201,7 @@ impl Drop for Lease {
     }
 }
 
-thread_local! {
+thread_locals! {
     /// This thread's record, null if none. No destructor: readable to the
     /// end of the thread's teardown.
     static MINE: Cell<*const Record> = const { Cell::new(ptr::null()) };
@@ -204,8 +213,8 @@ thread_local! {
 impl Record {
     fn new() -> Record {
         Record {
-            handles: [const { AtomicUsize::new(0) }; ENTRIES],
-            counts: [const { AtomicU32::new(0) }; ENTRIES],
+            handles: std::array::from_fn(|_| AtomicUsize::new(0)),
+            counts: std::array::from_fn(|_| AtomicU32::new(0)),
             owned: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
         }
@@ -240,6 +249,7 @@ impl Record {
         let i = self.find(0)?;
         self.counts[i].store(1, Relaxed);
         self.handles[i].store(h, SeqCst);
+        seqcst_pair();
         Some(i)
     }
 
@@ -253,6 +263,7 @@ impl Record {
         self.counts[i].store(n - 1, Relaxed);
         if n == 1 {
             self.handles[i].store(0, SeqCst);
+            seqcst_pair();
             true
         } else {
             false
@@ -264,7 +275,7 @@ impl Record {
 /// not have one (late in its teardown).
 #[inline]
 pub(crate) fn mine() -> Option<&'static Record> {
-    let p = MINE.with(Cell::get);
+    let p = MINE.try_with(Cell::get).unwrap_or(ptr::null());
     // SAFETY: records are never freed, and this one is ours.
     match unsafe { p.as_ref() } {
         Some(record) => Some(record),
@@ -275,16 +286,16 @@ pub(crate) fn mine() -> Option<&'static Record> {
 /// Whether this thread's record holds `h` (a borrow this thread made).
 #[inline]
 pub(crate) fn mine_holds(h: usize) -> bool {
-    let p = MINE.with(Cell::get);
+    let p = MINE.try_with(Cell::get).unwrap_or(ptr::null());
     // SAFETY: records are never freed.
     unsafe { p.as_ref() }.is_some_and(|r| r.find(h).is_some())
 }
 
 #[cold]
 fn acquire() -> Option<&'static Record> {
-    if GONE.with(Cell::get) || LEASE.try_with(|_| ()).is_err() {
+    if GONE.try_with(Cell::get).unwrap_or(true) || LEASE.try_with(|_| ()).is_err() {
         // Too late to promise the record back: no records from now on.
-        GONE.with(|gone| gone.set(true));
+        let _ = GONE.try_with(|gone| gone.set(true));
         return None;
     }
     let mut p = HEAD.load(Acquire);
@@ -296,7 +307,10 @@ fn acquire() -> Option<&'static Record> {
                 .compare_exchange(false, true, Acquire, Relaxed)
                 .is_ok()
         {
-            MINE.with(|m| m.set(record));
+            if MINE.try_with(|m| m.set(record)).is_err() {
+                record.owned.store(false, Release);
+                return None;
+            }
             return Some(record);
         }
         p = record.next.load(Relaxed);
@@ -316,12 +330,17 @@ fn acquire() -> Option<&'static Record> {
             Err(now) => head = now,
         }
     }
-    MINE.with(|m| m.set(record));
+    if MINE.try_with(|m| m.set(record)).is_err() {
+        record.owned.store(false, Release);
+        return None;
+    }
     Some(record)
 }
 
 /// R3/R5: whether any thread's record holds `h` (`SeqCst` loads).
 pub(crate) fn any_holds(h: usize) -> bool {
+    // After the caller's claim, orphaning or waiting-writer count.
+    seqcst_pair();
     let mut p = HEAD.load(SeqCst);
     // SAFETY: records are never freed; `next` was set before the record
     // was published by the `HEAD` exchange this load synchronizes with.

@@ -83,8 +83,10 @@
 //! condition variable has none; a woken waiter redoes its lookup anyway),
 //! and the weak-memory behaviours loom does not produce (a load only reads
 //! stores already executed in its schedule, so load buffering of `Relaxed`
-//! accesses is never tried; `SeqCst`, which the library does not use, is
-//! modelled more strongly than C11 requires). Miri's sampled
+//! accesses is never tried; and `SeqCst` accesses are modelled as
+//! `AcqRel` only, weaker than C11's, so the one place the protocol relies
+//! on them, the reader records' store-then-load pairs, gets a `SeqCst`
+//! fence under loom: see [`atomic::seqcst_pair`]). Miri's sampled
 //! schedules and the threaded stress tests cover the rest.
 //!
 //! # The locks
@@ -101,10 +103,47 @@ pub(crate) mod atomic {
     pub(crate) use std::sync::atomic::Ordering;
 
     #[cfg(all(loom, test))]
-    pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
     #[cfg(not(all(loom, test)))]
-    pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+
+    /// Marks the middle of a `SeqCst` store-then-load pair of the reader
+    /// records' Dekker handshakes (see [`readers`](crate::readers): a
+    /// reader publishes, then loads the word; a writer claims the word, then
+    /// scans the records; a releasing reader clears, then loads the count
+    /// of waiting writers). Nothing in a normal build: there the `SeqCst`
+    /// accesses themselves give the guarantee (in the single total order of
+    /// `SeqCst` operations, of two threads that each store, then load the
+    /// other's location, at least one sees the other's store). Loom treats
+    /// `SeqCst` accesses as `AcqRel` only (its README, "Unsupported
+    /// features"), so it would report executions C11 forbids; it does model
+    /// `fence(SeqCst)`, and a `SeqCst` fence between each store and load
+    /// gives exactly the same guarantee in C11. So under loom this is that
+    /// fence, and the models check the protocol's interleavings with the
+    /// guarantee the real code has.
+    #[inline(always)]
+    pub(crate) fn seqcst_pair() {
+        #[cfg(all(loom, test))]
+        fence(Ordering::SeqCst);
+    }
 }
+
+/// Process-wide atomics that take part in a modelled protocol (the reader
+/// records' list and waiting-writer count, see [`readers`](crate::readers)):
+/// plain `static`s, except under loom, where a `static` cannot hold a loom
+/// object (it would outlive the model execution that created it), so they
+/// are `loom::lazy_static!`s, made afresh in each execution.
+macro_rules! model_statics {
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;)+) => {
+        $(#[cfg(not(all(loom, test)))] $(#[$attr])* static $name: $t = $init;)+
+        #[cfg(all(loom, test))]
+        loom::lazy_static! {
+            $($(#[$attr])* static ref $name: $t = $init;)+
+        }
+    };
+}
+
+pub(crate) use model_statics;
 
 #[cfg(not(all(loom, test)))]
 pub(crate) use unmodelled::{Condvar, Mutex};
