@@ -555,6 +555,8 @@ impl Registry {
             // SAFETY: the slot is `h`'s.
             unsafe { self.settle(slot, h, generation) };
         }
+        // Last: it may give the record to another thread.
+        readers::release_kept(record);
     }
 
     /// Drops the value of a shared-mode orphan if no record holds it
