@@ -781,3 +781,76 @@ fn global_free_cache_storm_with_teardown_saves() {
         assert_eq!(handle_registry::take::<u64>(ptr(h)), Ok(v));
     }
 }
+
+/// Runs the test in a child process (an abort must not take the harness
+/// down); true in the child (and under Miri, which runs it in-process).
+fn in_child(name: &str) -> bool {
+    if cfg!(miri) || std::env::var("ROUND2_CHILD").as_deref() == Ok(name) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ROUND2_CHILD", name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child process failed ({:?}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+struct Panicky;
+
+impl Drop for Panicky {
+    fn drop(&mut self) {
+        panic!("value drop");
+    }
+}
+
+/// A shared guard dropped while its thread unwinds (a callback's panic)
+/// is the last borrower of an unreffed value whose `Drop` panics: the
+/// guard's release drops the value during the unwind. Aborted the process
+/// (a panic out of a destructor during unwinding) until `dispose` caught
+/// a value's panic while the thread unwinds.
+#[test]
+fn shared_guard_settling_a_panicking_drop_while_unwinding() {
+    if !in_child("shared_guard_settling_a_panicking_drop_while_unwinding") {
+        return;
+    }
+    let r = Registry::new();
+    let p = r.save(Panicky) as usize;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = r.restore_ref::<Panicky>(ptr(p)).unwrap();
+        assert_eq!(r.unref(ptr(p)), Ok(()));
+        panic!("callback");
+    }));
+    assert!(out.is_err());
+    assert_eq!(r.unref(ptr(p)), Err(Error::Stale));
+}
+
+/// The same with an exclusive guard (the in-word path, unchanged today).
+#[test]
+fn exclusive_guard_releasing_a_panicking_orphan_while_unwinding() {
+    if !in_child("exclusive_guard_releasing_a_panicking_orphan_while_unwinding") {
+        return;
+    }
+    let r = Registry::new();
+    let p = r.save(Panicky) as usize;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = r.restore::<Panicky>(ptr(p)).unwrap();
+        assert_eq!(r.unref(ptr(p)), Ok(()));
+        panic!("callback");
+    }));
+    assert!(out.is_err());
+    assert_eq!(r.unref(ptr(p)), Err(Error::Stale));
+}
