@@ -854,3 +854,92 @@ fn exclusive_guard_releasing_a_panicking_orphan_while_unwinding() {
     assert!(out.is_err());
     assert_eq!(r.unref(ptr(p)), Err(Error::Stale));
 }
+
+/// A value retained once per thread; every thread reads it through its
+/// record, then drops its reference, racing the others' record releases:
+/// the last `unref` and the last release settle it exactly once.
+#[test]
+fn retained_value_last_unref_races_record_releases() {
+    let _w = watchdog("retained_value_last_unref_races_record_releases");
+    let r = Registry::new();
+    for round in 0..rounds(300, 3) {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let p = r.save(Once(drops.clone(), 3)) as usize;
+        for _ in 0..3 {
+            r.retain(ptr(p)).unwrap();
+        }
+        let barrier = Barrier::new(4);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (r, barrier) = (&r, &barrier);
+                s.spawn(move || {
+                    let g = r.restore_ref::<Once>(ptr(p)).unwrap();
+                    barrier.wait();
+                    if (t + round) % 2 == 0 {
+                        assert_eq!(r.unref(ptr(p)), Ok(()));
+                        assert_eq!(g.1, 3);
+                        drop(g);
+                    } else {
+                        assert_eq!(g.1, 3);
+                        drop(g);
+                        assert_eq!(r.unref(ptr(p)), Ok(()));
+                    }
+                    assert!(matches!(
+                        r.restore_ref::<Once>(ptr(p)).map(|g| g.1),
+                        Ok(3) | Err(Error::Stale)
+                    ));
+                });
+            }
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "round {round}");
+        assert_eq!(r.unref(ptr(p)), Err(Error::Stale));
+    }
+    assert!(r.is_empty());
+}
+
+/// Odd calls inside a lend on its own thread: take/retain/unref of the
+/// lent handle, a lent guard that escapes the lend after the value was
+/// unreffed (it then owns the orphan), nested re-lends.
+#[test]
+fn odd_calls_inside_a_lend_and_an_escaping_guard() {
+    let _w = watchdog("odd_calls_inside_a_lend_and_an_escaping_guard");
+    let r = Registry::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = r.save(Once(drops.clone(), 1));
+    let mut escaped = None;
+    r.lend::<Once, _>(p, || {
+        assert_eq!(r.take::<Once>(p).err(), Some(Error::Busy));
+        r.lend::<Once, _>(p, || {
+            let g = r.restore::<Once>(p).unwrap();
+            assert_eq!(r.restore::<Once>(p).err(), Some(Error::Busy));
+            assert_eq!(r.restore_ref::<Once>(p).err(), Some(Error::Busy));
+            escaped = Some(g);
+        })
+        .unwrap();
+        // The inner lend's guard escaped: the outer lend is still claimed.
+        assert_eq!(r.restore::<Once>(p).err(), Some(Error::Busy));
+        assert_eq!(r.unref(p), Ok(()));
+        assert_eq!(r.restore::<Once>(p).err(), Some(Error::Stale));
+        assert_eq!(escaped.as_ref().unwrap().1, 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+    })
+    .unwrap();
+    // The escaped guard owns the orphan: dropped when it goes.
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    assert_eq!(escaped.as_ref().unwrap().1, 1);
+    drop(escaped);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(r.unref(p), Err(Error::Stale));
+    assert!(r.is_empty());
+
+    // Retain inside a lend: the fast path's word changes, claims still work.
+    let q = r.save(5u32);
+    r.lend::<u32, _>(q, || {
+        r.retain(q).unwrap();
+        *r.restore::<u32>(q).unwrap() += 1;
+        assert_eq!(r.unref(q), Ok(()));
+        *r.restore::<u32>(q).unwrap() += 1;
+    })
+    .unwrap();
+    assert_eq!(r.take::<u32>(q), Ok(7));
+}
