@@ -19,10 +19,12 @@
 //! on a global list (`HEAD`, never shrinks) and never freed, so a scanner
 //! may walk the list at any time. A thread gets one record on its first
 //! record borrow (a free one from the list, or a new one) and gives it
-//! back when its thread-locals are destroyed, only if every entry is free:
-//! a record with live entries at thread exit (forgotten guards, or guards
-//! still to be dropped later in the teardown) stays owned by that thread
-//! forever and is never reused. A thread whose record was given back
+//! back when its thread-locals are destroyed if every entry is free. A
+//! record with live entries then (guards still to be dropped later in the
+//! teardown, or forgotten ones) is *kept*: the release that frees its last
+//! entry gives it back (`release_kept`), so a guard kept in a
+//! thread-local costs no record for good; one a forgotten guard holds
+//! stays owned by that thread forever and is never reused. A thread whose record was given back
 //! (and one that can no longer register the give-back, late in its
 //! teardown) makes no more record borrows: it uses the in-word count.
 //! Records are keyed by nothing: a thread reaches its own through a
@@ -168,6 +170,11 @@ pub(crate) struct Record {
     counts: [AtomicU32; ENTRIES],
     /// Whether a thread owns the record.
     owned: AtomicBool,
+    /// Set by the owner's lease when it found live entries at the
+    /// thread's teardown (guards kept in thread-locals destroyed later):
+    /// the release that frees the last entry gives the record back.
+    /// Owner only.
+    kept: AtomicBool,
     /// The next record of the list; set once, before the record is pushed.
     next: AtomicPtr<Record>,
 }
@@ -195,8 +202,13 @@ impl Drop for Lease {
             if record.is_free() {
                 let _ = MINE.try_with(|m| m.set(ptr::null()));
                 record.owned.store(false, Release);
+            } else {
+                // Live entries (guards in thread-locals destroyed later, or
+                // forgotten ones): the release that frees the last one
+                // gives the record back (`release_kept`). A forgotten guard
+                // keeps it ours forever: never reused.
+                record.kept.store(true, Relaxed);
             }
-            // Otherwise the record stays ours forever: never reused.
         }
     }
 }
@@ -216,6 +228,7 @@ impl Record {
             handles: std::array::from_fn(|_| AtomicUsize::new(0)),
             counts: std::array::from_fn(|_| AtomicU32::new(0)),
             owned: AtomicBool::new(true),
+            kept: AtomicBool::new(false),
             next: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -280,6 +293,28 @@ pub(crate) fn mine() -> Option<&'static Record> {
     match unsafe { p.as_ref() } {
         Some(record) => Some(record),
         None => acquire(),
+    }
+}
+
+/// After a release that cleared an entry of this thread's `record`: a
+/// record its lease kept (live entries at the thread's teardown) goes
+/// back to the list once every entry is free, as the lease would have
+/// given it. Later record borrows of this thread find no record and
+/// none to take (`GONE`), and use the in-word count.
+#[inline]
+pub(crate) fn release_kept(record: &Record) {
+    if record.kept.load(Relaxed) {
+        give_back_kept(record);
+    }
+}
+
+#[cold]
+fn give_back_kept(record: &Record) {
+    if record.is_free() {
+        record.kept.store(false, Relaxed);
+        let _ = MINE.try_with(|m| m.set(ptr::null()));
+        // No access to the record from this thread after this store.
+        record.owned.store(false, Release);
     }
 }
 

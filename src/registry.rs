@@ -555,6 +555,8 @@ impl Registry {
             // SAFETY: the slot is `h`'s.
             unsafe { self.settle(slot, h, generation) };
         }
+        // Last: it may give the record to another thread.
+        readers::release_kept(record);
     }
 
     /// Drops the value of a shared-mode orphan if no record holds it
@@ -1393,8 +1395,33 @@ impl Registry {
             }
         }
         let _free = FreeOnExit(self, index, now & RETIRED == 0);
+        if std::thread::panicking() {
+            // SAFETY: per the caller.
+            unsafe { Self::dispose_unwinding(slot) };
+            return;
+        }
         // SAFETY: per the caller.
         unsafe { slot.drop_value() }
+    }
+
+    /// Drops a value while this thread unwinds (a guard released by the
+    /// unwind is the last borrower of an orphan, or an `unref` runs in a
+    /// `Drop`): a panic out of the value's `Drop` would abort the process
+    /// there, so it is caught and its payload dropped, as a registry being
+    /// dropped does.
+    ///
+    /// # Safety
+    /// As for [`dispose`](Registry::dispose).
+    #[cold]
+    #[inline(never)]
+    unsafe fn dispose_unwinding(slot: &Slot) {
+        // SAFETY: per the caller.
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            slot.drop_value()
+        }));
+        if let Err(payload) = dropped {
+            crate::panic::drop_payload(payload);
+        }
     }
 
     /// The index of one of our slots (the slow path of an orphan's release,
