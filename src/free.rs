@@ -43,8 +43,12 @@
 //! closes its cache at once (`FRESH → CLOSED`). Only the owning thread touches its cache, and
 //! no reference into it is held across a call (a refill copies a batch
 //! out of the shared list into a local array first, then pushes it entry
-//! by entry), so even a save made re-entrantly (an allocator that saves)
-//! sees a consistent cache.
+//! by entry), so a save made re-entrantly sees a consistent cache. One
+//! re-entrant caller is not supported: a global allocator that saves. The
+//! shared list allocates pages (and grows its stack) under its lock, so
+//! that save would wait for the lock its own thread holds
+//! (`tests/adversarial_round2_alloc.rs`, ignored, describes it; README
+//! says so).
 
 use std::cell::Cell;
 use std::ptr;
