@@ -98,9 +98,11 @@ impl fmt::Display for Error {
                 write!(f, "handle holds a `{found}`, not a `{expected}`")
             }
             Error::Busy => f.write_str("value is already borrowed on this thread"),
-            Error::Full => f.write_str("registry is full: no handle index left"),
+            Error::Full => f.write_str("no room: the registry or the group is full"),
             Error::TooManyRegistries => f.write_str("too many live registries"),
-            Error::WrongThread => f.write_str("value lent to another thread's scope"),
+            Error::WrongThread => {
+                f.write_str("value bound to another thread (a scope or `save_local`)")
+            }
             Error::Retained => {
                 f.write_str("value is retained: other references to it are still out")
             }

@@ -524,7 +524,7 @@ fn a_stack_or_heap_address_is_invalid_not_another_registry() {
 fn try_save_returns_full_with_the_value() {
     assert_eq!(
         Error::Full.to_string(),
-        "registry is full: no handle index left"
+        "no room: the registry or the group is full"
     );
     let r = Registry::new();
     let p = r.try_save(String::from("x")).unwrap();
