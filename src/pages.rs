@@ -13,6 +13,16 @@
 //! registry costs a few kilobytes; past that, pages are 16 384 slots (1 MiB)
 //! each, so that spare capacity never exceeds one page however many handles
 //! are live: 64 bytes per handle plus at most one partly used page.
+//!
+//! That partly used page costs address space, not memory: a page is
+//! allocated zeroed (all-zero bytes are a vacant slot at generation 0), and
+//! only the free list writes a slot's word, when it first hands its index
+//! out (see [`free`](crate::free)). A large zeroed allocation is fresh
+//! pages of the OS that nobody writes, so the slots past the high-water
+//! mark are never resident; a lookup of one (a forged handle, the leak
+//! report, a registry's drop) only reads them, which maps the shared zero
+//! page. A lookup answers for a zero word as for Vacant(`base`): the
+//! index was never handed out.
 
 use crate::handle::Layout;
 use crate::slot::Slot;
@@ -90,8 +100,11 @@ impl Pages {
         Some(unsafe { &*first.add(offset) })
     }
 
-    /// Allocates the page holding `index` if needed, its slots vacant at
-    /// generation `base`. Returns false when `index` is past every page.
+    /// Allocates the page holding `index` if needed, its slots vacant (at
+    /// generation 0, or `base` under loom: see [`Slot::vacant_page`]).
+    /// Returns false when `index` is past every page. The caller sets each
+    /// index's word to `base` before handing it out
+    /// ([`Slot::set_fresh`]).
     ///
     /// Only called under the free list's lock, so no two threads allocate
     /// the same page.
@@ -101,7 +114,7 @@ impl Pages {
             return false;
         };
         if entry.load(Ordering::Relaxed).is_null() {
-            let slots: Box<[Slot]> = (0..page_len(page)).map(|_| Slot::vacant(base)).collect();
+            let slots = Slot::vacant_page(page_len(page), base);
             // Release: the slots' initial words are visible to whoever
             // loads the pointer with `Acquire`.
             entry.store(Box::into_raw(slots).cast::<Slot>(), Ordering::Release);
@@ -165,16 +178,53 @@ mod tests {
     }
 
     #[test]
+    fn tail_slots_read_vacant_and_fresh_indices_start_at_base() {
+        use crate::free::FreeList;
+        use crate::slot::{generation, LIVE};
+        let (pages, free) = (Pages::new(), FreeList::new());
+        let base = 9;
+        let first = free.pop(&pages, base).unwrap();
+        let slot = pages.get(first).unwrap();
+        assert_eq!(slot.state.load(Ordering::Relaxed), crate::slot::at(base));
+        // The batch the free list took is set; the rest of the page is not
+        // (outside loom), and reads as vacant: not live, never borrowed.
+        let handed = free.high_water();
+        assert!(handed < page_len(0));
+        for (index, slot) in pages.slots() {
+            let word = slot.state.load(Ordering::Relaxed);
+            assert_eq!(word & (LIVE | crate::slot::SHARED), 0, "index {index}");
+            assert!(!crate::slot::is_borrowed(word), "index {index}");
+            assert!(slot.vtable().is_none() && slot.site().is_none());
+            let expected = if index < handed || cfg!(loom) {
+                base
+            } else {
+                0
+            };
+            assert_eq!(generation(word), expected, "index {index}");
+        }
+        assert_eq!(pages.slots().count(), page_len(0));
+        // Every index handed out later, into the tail or a new page, is
+        // at `base` when the saver gets it.
+        for _ in 0..2 * page_len(0) {
+            let index = free.pop(&pages, base).unwrap();
+            let word = pages.get(index).unwrap().state.load(Ordering::Relaxed);
+            assert_eq!(word, crate::slot::at(base), "index {index}");
+        }
+        assert!(free.high_water() > page_len(0));
+    }
+
+    #[test]
     fn pages_appear_when_ensured() {
         let pages = Pages::new();
         assert!(pages.get(0).is_none());
         assert!(pages.ensure(70, 5));
         assert!(pages.get(0).is_none());
         let slot = pages.get(70).unwrap();
-        assert_eq!(
-            crate::slot::generation(slot.state.load(Ordering::Relaxed)),
-            5
-        );
+        // Vacant, at generation 0 until the free list hands it out (at 5
+        // under loom, whose pages are built slot by slot).
+        let word = slot.state.load(Ordering::Relaxed);
+        assert_eq!(word & crate::slot::LIVE, 0);
+        assert!([0, 5].contains(&crate::slot::generation(word)));
         assert_eq!(pages.slots().count(), 128);
         assert!(pages.slots().any(|(i, s)| i == 70 && std::ptr::eq(s, slot)));
     }
