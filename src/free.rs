@@ -154,7 +154,7 @@ impl Shared {
     /// indices is in the list, rather than when their page is allocated:
     /// a page comes zeroed from the allocator, and the slots not handed out
     /// yet stay untouched, costing no resident memory (see
-    /// [`Slot::vacant_page`](crate::slot::Slot::vacant_page)).
+    /// [`pages`](crate::pages)).
     fn grow(&mut self, pages: &Pages, base: u32, n: usize) {
         let fresh = self.next..(self.next + n).min(Layout::NATIVE.max_index() + 1);
         for index in fresh.clone() {

@@ -326,7 +326,7 @@ pub(crate) fn orphaned_generation(word: usize) -> u32 {
 impl Slot {
     /// An empty slot at generation `g`. (Not `const`: loom's atomics are
     /// not, see [`sync`](crate::sync).) Outside the model and the unit
-    /// tests, pages are zeroed instead: see [`vacant_page`](Slot::vacant_page).
+    /// tests, pages are zeroed instead (see [`pages`](crate::pages)).
     #[cfg(any(test, loom))]
     pub fn vacant(g: u32) -> Slot {
         Slot {
@@ -335,48 +335,6 @@ impl Slot {
             site: AtomicPtr::new(ptr::null_mut()),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }
-    }
-
-    /// A page of `len` vacant slots, allocated zeroed: a zero word is
-    /// Vacant(0), and a fresh index's word is set to the registry's base
-    /// generation only when the free list first hands it out (see
-    /// [`free`](crate::free)). Zeroed memory comes from the allocator's
-    /// `alloc_zeroed` (for large pages, fresh pages of the OS that nobody
-    /// writes), so the part of a page never handed out costs address space
-    /// but no resident memory. (`base` serves the loom build only.)
-    #[cfg(not(all(loom, test)))]
-    pub fn vacant_page(len: usize, _base: u32) -> Box<[Slot]> {
-        use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
-        // (`Box::new_zeroed_slice` does this, but needs Rust 1.92.)
-        let layout = Layout::array::<Slot>(len).expect("a page's size fits in isize");
-        assert!(layout.size() != 0, "a page has slots");
-        // SAFETY: `layout` has a nonzero size.
-        let first = unsafe { alloc_zeroed(layout) }.cast::<Slot>();
-        if first.is_null() {
-            handle_alloc_error(layout);
-        }
-        // SAFETY: `first` is `len` slots' worth of memory from the global
-        // allocator with the layout `Box<[Slot]>` frees with
-        // (`Layout::array`), so the box owns it. And all-zero bytes are a
-        // valid `Slot`, field by field: `state` is an `AtomicUsize`, which
-        // has the layout of a `usize` (zero: Vacant(0)); `vtable` and
-        // `site` are `AtomicPtr`s, with the layout of a raw pointer (zero:
-        // null, "no value", as `vacant` writes); `value` is a
-        // `sync::UnsafeCell` (in this build a struct whose one field is a
-        // `std::cell::UnsafeCell`, which has its content's layout) of a
-        // `MaybeUninit`, valid with any bytes. No field has a niche or an
-        // invariant that zero breaks, and padding (there is none: three
-        // words, then 64 - 3 words of storage) may hold any bytes anyway.
-        unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(first, len)) }
-    }
-
-    /// As above; under the model the atomics and the cell are loom's,
-    /// which hold bookkeeping that zeroed memory is not, so every slot is
-    /// built (at generation `base`, which the free list stores again when
-    /// it hands the index out: harmless).
-    #[cfg(all(loom, test))]
-    pub fn vacant_page(len: usize, base: u32) -> Box<[Slot]> {
-        (0..len).map(|_| Slot::vacant(base)).collect()
     }
 
     /// Makes a slot never handed out Vacant(`base`), the registry's first
