@@ -156,7 +156,7 @@ impl Drop for Pages {
     }
 }
 
-/// The layout of a page of `len` slots, and where its slots start.
+/// The layout of a page of `len` slots.
 ///
 /// Word-aligned, not slot-aligned, with room to align the slots by hand:
 /// the system allocator serves `alloc_zeroed` with `calloc` (fresh, untouched
