@@ -148,12 +148,21 @@ impl FreeList {
 
 impl Shared {
     /// Adds up to `n` never used indices under the freed ones, allocating
-    /// their pages.
+    /// their pages and setting their slots to generation `base`.
+    ///
+    /// The slots are set here, under the lock and before any of these
+    /// indices is in the list, rather than when their page is allocated:
+    /// a page comes zeroed from the allocator, and the slots not handed out
+    /// yet stay untouched, costing no resident memory (see
+    /// [`pages`](crate::pages)).
     fn grow(&mut self, pages: &Pages, base: u32, n: usize) {
         let fresh = self.next..(self.next + n).min(Layout::NATIVE.max_index() + 1);
         for index in fresh.clone() {
             let allocated = pages.ensure(index, base);
             debug_assert!(allocated, "every index up to max_index has a page");
+            if let Some(slot) = pages.get(index) {
+                slot.set_fresh(base);
+            }
         }
         self.next = fresh.end;
         // Ordered so that indices popped one after the other are two slots

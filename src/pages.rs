@@ -13,6 +13,16 @@
 //! registry costs a few kilobytes; past that, pages are 16 384 slots (1 MiB)
 //! each, so that spare capacity never exceeds one page however many handles
 //! are live: 64 bytes per handle plus at most one partly used page.
+//!
+//! That partly used page costs address space, not memory: a page is
+//! allocated zeroed (all-zero bytes are a vacant slot at generation 0), and
+//! only the free list writes a slot's word, when it first hands its index
+//! out (see [`free`](crate::free)). A large zeroed allocation is fresh
+//! pages of the OS that nobody writes, so the slots past the high-water
+//! mark are never resident; a lookup of one (a forged handle, the leak
+//! report, a registry's drop) only reads them, which maps the shared zero
+//! page. A lookup answers for a zero word as for Vacant(`base`): the
+//! index was never handed out.
 
 use crate::handle::Layout;
 use crate::slot::Slot;
@@ -90,8 +100,11 @@ impl Pages {
         Some(unsafe { &*first.add(offset) })
     }
 
-    /// Allocates the page holding `index` if needed, its slots vacant at
-    /// generation `base`. Returns false when `index` is past every page.
+    /// Allocates the page holding `index` if needed, its slots vacant (at
+    /// generation 0, or `base` under loom: see [`new_page`]).
+    /// Returns false when `index` is past every page. The caller sets each
+    /// index's word to `base` before handing it out
+    /// ([`Slot::set_fresh`]).
     ///
     /// Only called under the free list's lock, so no two threads allocate
     /// the same page.
@@ -101,10 +114,9 @@ impl Pages {
             return false;
         };
         if entry.load(Ordering::Relaxed).is_null() {
-            let slots: Box<[Slot]> = (0..page_len(page)).map(|_| Slot::vacant(base)).collect();
             // Release: the slots' initial words are visible to whoever
             // loads the pointer with `Acquire`.
-            entry.store(Box::into_raw(slots).cast::<Slot>(), Ordering::Release);
+            entry.store(new_page(page_len(page), base), Ordering::Release);
         }
         true
     }
@@ -136,13 +148,117 @@ impl Drop for Pages {
         for (page, entry) in self.directory.iter_mut().enumerate() {
             let first = *entry.get_mut();
             if !first.is_null() {
-                let slice = std::ptr::slice_from_raw_parts_mut(first, page_len(page));
-                // SAFETY: made by `Box::into_raw` of a slice of this length in
-                // `ensure`; nothing refers to it once the registry is dropped.
-                drop(unsafe { Box::from_raw(slice) });
+                // SAFETY: made by `new_page` with this length in `ensure`;
+                // nothing refers to it once the registry is dropped.
+                unsafe { free_page(first, page_len(page)) };
             }
         }
     }
+}
+
+/// The layout of a page of `len` slots.
+///
+/// Word-aligned, not slot-aligned, with room to align the slots by hand:
+/// the system allocator serves `alloc_zeroed` with `calloc` (fresh, untouched
+/// pages of the OS for a large size) only up to its minimum alignment, and
+/// otherwise allocates and writes zeros over the whole block. The pointer
+/// the allocator returned is kept in the word before the first slot.
+#[cfg(not(all(loom, test)))]
+fn page_layout(len: usize) -> std::alloc::Layout {
+    use std::mem::{align_of, size_of};
+    let bytes = len
+        .checked_mul(size_of::<Slot>())
+        .and_then(|b| b.checked_add(align_of::<Slot>() + size_of::<usize>()))
+        .expect("a page's size fits in usize");
+    std::alloc::Layout::from_size_align(bytes, align_of::<usize>())
+        .expect("a page's size fits in isize")
+}
+
+/// How far past the allocation its first slot is: at least a word (for
+/// the stored pointer), and slot-aligned.
+#[cfg(not(all(loom, test)))]
+fn page_pad(raw: *mut u8) -> usize {
+    let addr = raw.addr();
+    (addr + std::mem::size_of::<usize>()).next_multiple_of(std::mem::align_of::<Slot>()) - addr
+}
+
+/// A page of `len` vacant slots, allocated zeroed (see the module notes):
+/// a zero word is Vacant(0), and the free list sets each index's word to
+/// the registry's `base` when it first hands it out. (`base` serves the
+/// loom build only.)
+#[cfg(not(all(loom, test)))]
+fn new_page(len: usize, _base: u32) -> *mut Slot {
+    let layout = page_layout(len);
+    // SAFETY: `layout` has a nonzero size (at least the pad).
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+    if raw.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    let pad = page_pad(raw);
+    // SAFETY: `pad` is at most a word plus a slot's alignment, and
+    // `page_layout` reserved that much before the `len` slots.
+    let first = unsafe { raw.add(pad) };
+    // SAFETY: the word before `first` is in the allocation (`pad` is at
+    // least a word) and word-aligned (`first` is slot-aligned); it is
+    // nobody's but ours. It lies on the page's first OS page, whose slots
+    // are the first ones handed out anyway.
+    unsafe {
+        first
+            .sub(std::mem::size_of::<usize>())
+            .cast::<*mut u8>()
+            .write(raw)
+    };
+    // All-zero bytes are a valid `Slot`, so these `len` slots are
+    // initialised, field by field: `state` is an `AtomicUsize`, which has
+    // the layout of a `usize` (zero: Vacant(0)); `vtable` and `site` are
+    // `AtomicPtr`s, with the layout of a raw pointer (zero: null, "no
+    // value", as `Slot::vacant` writes); `value` is a `sync::UnsafeCell`
+    // (in this build a struct whose one field is a `std::cell::UnsafeCell`,
+    // which has its content's layout) of a `MaybeUninit`, valid with any
+    // bytes. No field has a niche or an invariant that zero breaks, and
+    // `Slot` has no padding (three words, then 64 - 3 words of storage).
+    first.cast::<Slot>()
+}
+
+/// Frees a page of `new_page`.
+///
+/// # Safety
+/// `first` came from `new_page(len, _)` and nothing refers to the page.
+#[cfg(not(all(loom, test)))]
+unsafe fn free_page(first: *mut Slot, len: usize) {
+    // Slots have no drop glue (values are dropped by the registry).
+    const { assert!(!std::mem::needs_drop::<Slot>()) };
+    // SAFETY: `new_page` stored the allocation's pointer in the word
+    // before the first slot, and allocated it with this layout.
+    unsafe {
+        let raw = first
+            .cast::<u8>()
+            .sub(std::mem::size_of::<usize>())
+            .cast::<*mut u8>()
+            .read();
+        std::alloc::dealloc(raw, page_layout(len));
+    }
+}
+
+/// Under the model the atomics and the cell are loom's, which hold
+/// bookkeeping that zeroed memory is not: every slot is built, at
+/// generation `base` (which the free list stores again when it hands the
+/// index out: harmless).
+#[cfg(all(loom, test))]
+fn new_page(len: usize, base: u32) -> *mut Slot {
+    let slots: Box<[Slot]> = (0..len).map(|_| Slot::vacant(base)).collect();
+    Box::into_raw(slots).cast::<Slot>()
+}
+
+/// Frees a page of `new_page`.
+///
+/// # Safety
+/// `first` came from `new_page(len, _)` and nothing refers to the page.
+#[cfg(all(loom, test))]
+unsafe fn free_page(first: *mut Slot, len: usize) {
+    let slice = std::ptr::slice_from_raw_parts_mut(first, len);
+    // SAFETY: made by `Box::into_raw` of a slice of this length.
+    drop(unsafe { Box::from_raw(slice) });
 }
 
 #[cfg(test)]
@@ -165,16 +281,53 @@ mod tests {
     }
 
     #[test]
+    fn tail_slots_read_vacant_and_fresh_indices_start_at_base() {
+        use crate::free::FreeList;
+        use crate::slot::{generation, LIVE};
+        let (pages, free) = (Pages::new(), FreeList::new());
+        let base = 9;
+        let first = free.pop(&pages, base).unwrap();
+        let slot = pages.get(first).unwrap();
+        assert_eq!(slot.state.load(Ordering::Relaxed), crate::slot::at(base));
+        // The batch the free list took is set; the rest of the page is not
+        // (outside loom), and reads as vacant: not live, never borrowed.
+        let handed = free.high_water();
+        assert!(handed < page_len(0));
+        for (index, slot) in pages.slots() {
+            let word = slot.state.load(Ordering::Relaxed);
+            assert_eq!(word & (LIVE | crate::slot::SHARED), 0, "index {index}");
+            assert!(!crate::slot::is_borrowed(word), "index {index}");
+            assert!(slot.vtable().is_none() && slot.site().is_none());
+            let expected = if index < handed || cfg!(loom) {
+                base
+            } else {
+                0
+            };
+            assert_eq!(generation(word), expected, "index {index}");
+        }
+        assert_eq!(pages.slots().count(), page_len(0));
+        // Every index handed out later, into the tail or a new page, is
+        // at `base` when the saver gets it.
+        for _ in 0..2 * page_len(0) {
+            let index = free.pop(&pages, base).unwrap();
+            let word = pages.get(index).unwrap().state.load(Ordering::Relaxed);
+            assert_eq!(word, crate::slot::at(base), "index {index}");
+        }
+        assert!(free.high_water() > page_len(0));
+    }
+
+    #[test]
     fn pages_appear_when_ensured() {
         let pages = Pages::new();
         assert!(pages.get(0).is_none());
         assert!(pages.ensure(70, 5));
         assert!(pages.get(0).is_none());
         let slot = pages.get(70).unwrap();
-        assert_eq!(
-            crate::slot::generation(slot.state.load(Ordering::Relaxed)),
-            5
-        );
+        // Vacant, at generation 0 until the free list hands it out (at 5
+        // under loom, whose pages are built slot by slot).
+        let word = slot.state.load(Ordering::Relaxed);
+        assert_eq!(word & crate::slot::LIVE, 0);
+        assert!([0, 5].contains(&crate::slot::generation(word)));
         assert_eq!(pages.slots().count(), 128);
         assert!(pages.slots().any(|(i, s)| i == 70 && std::ptr::eq(s, slot)));
     }

@@ -1121,7 +1121,11 @@ impl Registry {
     /// `seen` of its slot, when the slot holds no value of that generation.
     #[cold]
     fn refusal(&self, _ptr: *mut c_void, seen: usize, generation: u32) -> Error {
-        let current = slot::generation(seen);
+        // A slot never handed out may still be all zero (Vacant(0), see
+        // `pages::new_page`): it stands for Vacant(base), as every slot
+        // handed out is at `base` or later, so that a handle of an earlier
+        // registry with this id stays `Stale` there.
+        let current = slot::generation(seen).max(self.base);
         if generation < current || (generation == current && seen & RETIRED != 0) {
             Error::Stale
         } else {
@@ -1472,6 +1476,10 @@ impl Drop for Registry {
         // and orphans of guards that were forgotten.
         let mut panic = None;
         let mut next_base = u64::from(self.base);
+        // Slots never handed out may read as Vacant(0) (`pages::new_page`):
+        // they add at most 1, and a page exists only once `grow` set some
+        // of its slots to `base` (or later), which add at least `base + 1`.
+        // Reading them maps the OS's shared zero page, not fresh memory.
         for (_, slot) in self.pages.slots() {
             let word = slot.state.load(Ordering::Acquire);
             next_base = next_base.max(u64::from(slot::generation(word)) + 1);

@@ -588,3 +588,60 @@ fn unref_fast_path_drops_and_frees_the_index_for_this_threads_next_save() {
     assert_eq!(r.take::<u64>(again), Ok(8));
     assert_eq!(drops.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_reused_id_refuses_old_handles_in_the_untouched_tail_of_a_page() {
+    let a = Registry::new();
+    let id = a.id();
+    // Two batches of indices: the second reaches past the first 32.
+    let old: Vec<_> = (0..40u32).map(|i| a.save(i)).collect();
+    let tail = old
+        .iter()
+        .copied()
+        .filter(|&p| index_of(p) >= 32)
+        .collect::<Vec<_>>();
+    assert!(!tail.is_empty());
+    let early = old[0];
+    drop(a);
+    let b = Registry::new();
+    if b.id() != id {
+        return; // another test took the id meanwhile
+    }
+    let p = b.save(7u32);
+    // `b` handed out one batch: the old tail indices are in its page 0 but
+    // past its high-water mark, so their slots are still all zero.
+    let handed = b.free.high_water();
+    for &q in &tail {
+        assert!(index_of(q) >= handed);
+        if !cfg!(loom) {
+            assert_eq!(
+                b.pages
+                    .get(index_of(q))
+                    .unwrap()
+                    .state
+                    .load(Ordering::Relaxed),
+                0
+            );
+        }
+        assert_eq!(b.restore::<u32>(q).err(), Some(Error::Stale));
+        assert_eq!(b.restore_ref::<u32>(q).err(), Some(Error::Stale));
+        assert_eq!(b.check::<u32>(q), Err(Error::Stale));
+        assert_eq!(b.unref(q), Err(Error::Stale));
+        assert_eq!(b.take::<u32>(q), Err(Error::Stale));
+    }
+    // An old handle whose index `b` handed out is stale too.
+    assert!(index_of(early) < handed);
+    assert_eq!(b.restore::<u32>(early).err(), Some(Error::Stale));
+    // A new save into the tail is at `b`'s base generation, past the old
+    // handles'; they stay stale next to it.
+    let fresh: Vec<_> = (0..40u32).map(|i| b.save(i)).collect();
+    for &q in &tail {
+        assert_eq!(b.unref(q), Err(Error::Stale));
+    }
+    assert!(b.leak_report().entries().len() == 41);
+    assert_eq!(b.take::<u32>(p), Ok(7));
+    for q in fresh {
+        b.unref(q).unwrap();
+    }
+    assert!(b.is_empty());
+}

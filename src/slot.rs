@@ -325,7 +325,9 @@ pub(crate) fn orphaned_generation(word: usize) -> u32 {
 
 impl Slot {
     /// An empty slot at generation `g`. (Not `const`: loom's atomics are
-    /// not, see [`sync`](crate::sync).)
+    /// not, see [`sync`](crate::sync).) Outside the model and the unit
+    /// tests, pages are zeroed instead (see [`pages`](crate::pages)).
+    #[cfg(any(test, loom))]
     pub fn vacant(g: u32) -> Slot {
         Slot {
             state: AtomicUsize::new(at(g)),
@@ -333,6 +335,29 @@ impl Slot {
             site: AtomicPtr::new(ptr::null_mut()),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }
+    }
+
+    /// Makes a slot never handed out Vacant(`base`), the registry's first
+    /// generation, before the free list first hands its index out.
+    ///
+    /// A store, not a new `Slot` written over the old: other threads may
+    /// load this word meanwhile through a forged handle (a lookup reaches
+    /// any slot of an allocated page), and they see Vacant(0) or
+    /// Vacant(`base`), which answer alike (see `Registry::refusal`).
+    /// Nothing else writes a word that was never handed out: every
+    /// read-modify-write of a word expects a value that a saver or a
+    /// borrower produced.
+    ///
+    /// `Relaxed` is enough: the index reaches a saver only through the free
+    /// list, whose mutex this store is made under (a later `take` locks it
+    /// again), or through the cache of the thread that took it under that
+    /// lock. Either way the store happens before the saver's `fill`, whose
+    /// load then reads it (or a later store) by coherence, and whose
+    /// `Release` store of the live word comes after it in the word's
+    /// modification order, so whoever acquires the live word never reads
+    /// the zero again.
+    pub fn set_fresh(&self, base: u32) {
+        self.state.store(at(base), Ordering::Relaxed);
     }
 
     /// Moves `value` in and makes the slot `Live` (transition 1), with

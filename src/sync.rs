@@ -49,7 +49,7 @@
 //! model execution that uses it (loom objects of locks carry no causality of
 //! their own, so this changes nothing a model can observe); the slot's
 //! atomics and cell, created at run time with their page, are loom's
-//! directly (which is why [`Slot::vacant`](crate::slot::Slot::vacant) is not
+//! directly (which is why `Slot::vacant` is not
 //! `const`).
 //!
 //! # What is not modelled, and why that is sound
@@ -290,6 +290,9 @@ pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(all(loom, test)))]
 impl<T> UnsafeCell<T> {
+    /// Used by `Slot::vacant` only: pages are otherwise zeroed (see
+    /// `pages::new_page`).
+    #[cfg(any(test, loom))]
     pub const fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))
     }
