@@ -384,7 +384,7 @@ impl Registry {
     /// The common case of an exclusive borrow, kept free of calls but the
     /// type check so that it inlines into a trampoline: a valid handle of
     /// this registry, a thread with an owner id, a free slot. Anything else
-    /// returns `None` and [`restore_slow`](Registry::restore_slow) starts
+    /// returns `None` and [`restore_unlent`](Registry::restore_unlent) starts
     /// over, and says why.
     #[inline(always)]
     fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
@@ -404,9 +404,9 @@ impl Registry {
     }
 
     /// `restore` outside a lend, after the fast path declined.
-    #[inline(never)]
     /// Returns the borrowed slot and the word the borrow set, or `None`
     /// with the reason in `error`.
+    #[inline(never)]
     fn restore_unlent<T: Any + Send>(
         &self,
         ptr: *mut c_void,
