@@ -643,13 +643,32 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        // SAFETY: the slot is vacant (or retired) by our hand, out of every
-        // lookup's reach, and holds a `T` (checked by `borrow`).
+        // SAFETY: `empty` made the slot vacant (or retired) by our hand, and
+        // it holds a `T` (checked by `borrow`).
+        Ok(unsafe { self.move_out_emptied::<T>(ptr, slot, vacant) })
+    }
+
+    /// The end of a removal that returns the value (`take`, `reclaim`):
+    /// moves the value out, then frees the index unless the slot retired.
+    ///
+    /// # Safety
+    /// `slot` is the slot of handle `ptr`, made vacant (or retired) with
+    /// word `vacant` by the caller's own [`empty`](Registry::empty), and it
+    /// holds a `T`.
+    #[inline]
+    unsafe fn move_out_emptied<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        slot: &Slot,
+        vacant: usize,
+    ) -> T {
+        // SAFETY: per the caller, the slot is out of every lookup's reach
+        // and holds a `T`.
         let value = unsafe { slot.move_out::<T>() };
         if vacant & RETIRED == 0 {
             self.free_index(index_of(ptr));
         }
-        Ok(value)
+        value
     }
 
     /// Ends an exclusive borrow by removing the value (transition 5): the
@@ -728,12 +747,8 @@ impl Registry {
         // SAFETY: we hold the exclusive borrow that set `locked`. A scope's
         // record goes whatever its count (`force`): every copy turns stale.
         let vacant = unsafe { self.empty(ptr, slot, locked, true) }?;
-        // SAFETY: as in `take`.
-        let value = unsafe { slot.move_out::<T>() };
-        if vacant & RETIRED == 0 {
-            self.free_index(index_of(ptr));
-        }
-        Ok(value)
+        // SAFETY: as in `take_counted`.
+        Ok(unsafe { self.move_out_emptied::<T>(ptr, slot, vacant) })
     }
 
     /// Ends an exclusive borrow by removing and dropping the value.
