@@ -94,7 +94,7 @@ fn end_to_end(c: &mut Criterion) {
         restore: cbs(restore_start, restore_end),
         with: cbs(with_start, with_end),
     };
-    bench_variants(&mut g, registry, handlers, &parse, |c: &Counts| c.blocks);
+    bench_variants(&mut g, registry, handlers, parse, |c: &Counts| c.blocks);
     g.finish();
     // Each variant must have seen every block.
     let mut counts = Counts::default();
