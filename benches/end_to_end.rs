@@ -8,11 +8,14 @@
 //! beside each way of reaching the state, so each ratio comes from one run.
 
 use std::ffi::{c_int, c_void, CString};
-use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use handle_registry::demo::ffi;
 use handle_registry::Registry;
+
+#[path = "common/variants.rs"]
+mod variants;
+use variants::{bench_variants, Handlers};
 
 const BLOCKS: usize = 200_000;
 
@@ -86,38 +89,12 @@ fn end_to_end(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("end-to-end");
     g.throughput(Throughput::Elements(BLOCKS as u64));
-    g.bench_function("direct pointer", |b| {
-        b.iter(|| {
-            let mut counts = Counts::default();
-            parse(cbs(direct_start, direct_end), (&raw mut counts).cast());
-            black_box(counts.blocks)
-        })
-    });
-    g.bench_function("registry restore", |b| {
-        b.iter(|| {
-            let p = registry.save(Counts::default());
-            parse(cbs(restore_start, restore_end), p);
-            black_box(registry.take::<Counts>(p).unwrap().blocks)
-        })
-    });
-    g.bench_function("registry scope + with", |b| {
-        b.iter(|| {
-            let mut counts = Counts::default();
-            registry
-                .scope(&mut counts, |p| parse(cbs(with_start, with_end), p))
-                .unwrap();
-            black_box(counts.blocks)
-        })
-    });
-    g.bench_function("registry restore inside lend", |b| {
-        b.iter(|| {
-            let p = registry.save(Counts::default());
-            registry
-                .lend::<Counts, _>(p, || parse(cbs(restore_start, restore_end), p))
-                .unwrap();
-            black_box(registry.take::<Counts>(p).unwrap().blocks)
-        })
-    });
+    let handlers = Handlers {
+        direct: cbs(direct_start, direct_end),
+        restore: cbs(restore_start, restore_end),
+        with: cbs(with_start, with_end),
+    };
+    bench_variants(&mut g, registry, handlers, parse, |c: &Counts| c.blocks);
     g.finish();
     // Each variant must have seen every block.
     let mut counts = Counts::default();

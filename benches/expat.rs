@@ -11,10 +11,13 @@
 //! ratio comes from one run.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use handle_registry::Registry;
+
+#[path = "common/variants.rs"]
+mod variants;
+use variants::{bench_variants, Handlers};
 
 const ELEMENTS: usize = 200_000;
 
@@ -113,38 +116,21 @@ fn expat_end_to_end(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("expat");
     g.throughput(Throughput::Elements(ELEMENTS as u64));
-    g.bench_function("direct pointer", |b| {
-        b.iter(|| {
-            let mut d = Depths::default();
-            parse(doc, direct_start, direct_end, (&raw mut d).cast());
-            black_box(d.elements)
-        })
-    });
-    g.bench_function("registry restore", |b| {
-        b.iter(|| {
-            let p = registry.save(Depths::default());
-            parse(doc, restore_start, restore_end, p);
-            black_box(registry.take::<Depths>(p).unwrap().elements)
-        })
-    });
-    g.bench_function("registry scope + with", |b| {
-        b.iter(|| {
-            let mut d = Depths::default();
-            registry
-                .scope(&mut d, |p| parse(doc, with_start, with_end, p))
-                .unwrap();
-            black_box(d.elements)
-        })
-    });
-    g.bench_function("registry restore inside lend", |b| {
-        b.iter(|| {
-            let p = registry.save(Depths::default());
-            registry
-                .lend::<Depths, _>(p, || parse(doc, restore_start, restore_end, p))
-                .unwrap();
-            black_box(registry.take::<Depths>(p).unwrap().elements)
-        })
-    });
+    let handlers = Handlers {
+        direct: (
+            direct_start as expat::StartHandler,
+            direct_end as expat::EndHandler,
+        ),
+        restore: (restore_start, restore_end),
+        with: (with_start, with_end),
+    };
+    bench_variants(
+        &mut g,
+        registry,
+        handlers,
+        |(start, end), ud| parse(doc, start, end, ud),
+        |d: &Depths| d.elements,
+    );
     g.finish();
     // Each variant sees every element: check one of each kind once.
     let p = registry.save(Depths::default());

@@ -189,10 +189,13 @@ model_statics! {
 /// Gives the record back at thread exit (if all its entries are free).
 struct Lease;
 
-// The thread-locals below are read with `try_with`: std's (`const`,
+// `MINE` and `GONE` below are read with `try_with`: std's (`const`,
 // without destructor) are never destroyed, and `try_with` compiles to the
-// same code as `with` on them; loom's are destroyed in turn at a model
-// thread's end, where a failed access then counts as "no record".
+// same code as `with` on them (std's accessor for them returns a reference,
+// never null; a release build merges the two forms into one function);
+// loom's are destroyed in turn at a model thread's end, where a failed
+// access then counts as "no record". `LEASE` has a destructor: its
+// `try_with` in `acquire` is a real check.
 impl Drop for Lease {
     fn drop(&mut self) {
         let _ = GONE.try_with(|gone| gone.set(true));

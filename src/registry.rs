@@ -384,7 +384,7 @@ impl Registry {
     /// The common case of an exclusive borrow, kept free of calls but the
     /// type check so that it inlines into a trampoline: a valid handle of
     /// this registry, a thread with an owner id, a free slot. Anything else
-    /// returns `None` and [`restore_slow`](Registry::restore_slow) starts
+    /// returns `None` and [`restore_unlent`](Registry::restore_unlent) starts
     /// over, and says why.
     #[inline(always)]
     fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
@@ -404,9 +404,9 @@ impl Registry {
     }
 
     /// `restore` outside a lend, after the fast path declined.
-    #[inline(never)]
     /// Returns the borrowed slot and the word the borrow set, or `None`
     /// with the reason in `error`.
+    #[inline(never)]
     fn restore_unlent<T: Any + Send>(
         &self,
         ptr: *mut c_void,
@@ -643,13 +643,32 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        // SAFETY: the slot is vacant (or retired) by our hand, out of every
-        // lookup's reach, and holds a `T` (checked by `borrow`).
+        // SAFETY: `empty` made the slot vacant (or retired) by our hand, and
+        // it holds a `T` (checked by `borrow`).
+        Ok(unsafe { self.move_out_emptied::<T>(ptr, slot, vacant) })
+    }
+
+    /// The end of a removal that returns the value (`take`, `reclaim`):
+    /// moves the value out, then frees the index unless the slot retired.
+    ///
+    /// # Safety
+    /// `slot` is the slot of handle `ptr`, made vacant (or retired) with
+    /// word `vacant` by the caller's own [`empty`](Registry::empty), and it
+    /// holds a `T`.
+    #[inline]
+    unsafe fn move_out_emptied<T: Any + Send>(
+        &self,
+        ptr: *mut c_void,
+        slot: &Slot,
+        vacant: usize,
+    ) -> T {
+        // SAFETY: per the caller, the slot is out of every lookup's reach
+        // and holds a `T`.
         let value = unsafe { slot.move_out::<T>() };
         if vacant & RETIRED == 0 {
             self.free_index(index_of(ptr));
         }
-        Ok(value)
+        value
     }
 
     /// Ends an exclusive borrow by removing the value (transition 5): the
@@ -728,12 +747,8 @@ impl Registry {
         // SAFETY: we hold the exclusive borrow that set `locked`. A scope's
         // record goes whatever its count (`force`): every copy turns stale.
         let vacant = unsafe { self.empty(ptr, slot, locked, true) }?;
-        // SAFETY: as in `take`.
-        let value = unsafe { slot.move_out::<T>() };
-        if vacant & RETIRED == 0 {
-            self.free_index(index_of(ptr));
-        }
-        Ok(value)
+        // SAFETY: as in `take_counted`.
+        Ok(unsafe { self.move_out_emptied::<T>(ptr, slot, vacant) })
     }
 
     /// Ends an exclusive borrow by removing and dropping the value.

@@ -12,7 +12,6 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -20,9 +19,8 @@ use std::time::Duration;
 
 use handle_registry::{Error, Handle, Registry};
 
-fn ptr(p: usize) -> *mut c_void {
-    std::ptr::without_provenance_mut(p)
-}
+mod common;
+use common::{in_child, ptr, OnDrop};
 
 /// How long a waiting test may take before it counts as a deadlock.
 fn patience() -> Duration {
@@ -39,50 +37,10 @@ impl Drop for Counted {
     }
 }
 
-/// Runs a closure when dropped: the body of a thread-local destructor.
-struct OnDrop(Option<Box<dyn FnOnce()>>);
-
-impl Drop for OnDrop {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
 thread_local! {
     /// Touched first on a thread, so destroyed last: its closure runs after
     /// every crate thread-local that was first touched after it.
     static LAST: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
-}
-
-/// Runs `body` in a child process (so that an abort is a test failure, not
-/// the end of the harness) and asserts it succeeded. Returns `true` in the
-/// child, where the caller runs the body itself; under Miri (no processes)
-/// it returns `true` too.
-fn in_child(name: &str) -> bool {
-    if cfg!(miri) || std::env::var("ADVERSARIAL_CHILD").as_deref() == Ok(name) {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ADVERSARIAL_CHILD", name)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child process failed ({:?}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
 }
 
 // ---------------------------------------------------------------------------

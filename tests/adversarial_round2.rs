@@ -9,56 +9,17 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
 use handle_registry::{Error, Registry, SharedGuard};
 
+mod common;
+use common::{in_child, ptr, rounds, watchdog, OnDrop};
+
 /// A handle's slot-index bits (see the README's handle layout).
 const INDEX_MASK: usize = if usize::BITS == 32 { 0xffff } else { 0xff_ffff };
-
-fn ptr(p: usize) -> *mut c_void {
-    std::ptr::without_provenance_mut(p)
-}
-
-fn rounds(native: usize, miri: usize) -> usize {
-    if cfg!(miri) {
-        miri
-    } else {
-        native
-    }
-}
-
-/// Aborts the process with `what` if not dropped within 20 s.
-struct Watchdog(
-    Option<mpsc::Sender<()>>,
-    Option<std::thread::JoinHandle<()>>,
-);
-
-fn watchdog(what: &'static str) -> Watchdog {
-    if cfg!(miri) {
-        return Watchdog(None, None);
-    }
-    let (tx, rx) = mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(20)) {
-            eprintln!("WATCHDOG: `{what}` hung for 20 s (deadlock?); aborting");
-            std::process::abort();
-        }
-    });
-    Watchdog(Some(tx), Some(t))
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.0.take());
-        if let Some(t) = self.1.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Asserts it is dropped exactly once (the count is checked by the test).
 struct Once(Arc<AtomicUsize>, u64);
@@ -216,21 +177,10 @@ fn drop_by_settle_reenters_the_registry() {
 
 static TL: once_cell::sync::Lazy<Registry> = once_cell::sync::Lazy::new(Registry::new);
 
-/// Runs a closure when dropped.
-struct AtDrop(Option<Box<dyn FnOnce()>>);
-
-impl Drop for AtDrop {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
 thread_local! {
-    static EARLY: RefCell<AtDrop> = const { RefCell::new(AtDrop(None)) };
+    static EARLY: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
     static HELD: RefCell<Vec<SharedGuard<'static, u64>>> = const { RefCell::new(Vec::new()) };
-    static LATE: RefCell<AtDrop> = const { RefCell::new(AtDrop(None)) };
+    static LATE: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
 }
 
 /// Thread-local destructors in every order relative to the crate's own
@@ -705,8 +655,8 @@ fn scope_sync_end_waits_for_record_readers() {
 }
 
 thread_local! {
-    static CHURN_EARLY: RefCell<AtDrop> = const { RefCell::new(AtDrop(None)) };
-    static CHURN_LATE: RefCell<AtDrop> = const { RefCell::new(AtDrop(None)) };
+    static CHURN_EARLY: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
+    static CHURN_LATE: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
 }
 
 /// The global registry's per-thread free cache: storms of save/unref/take
@@ -783,33 +733,6 @@ fn global_free_cache_storm_with_teardown_saves() {
     for (h, v) in all {
         assert_eq!(handle_registry::take::<u64>(ptr(h)), Ok(v));
     }
-}
-
-/// Runs the test in a child process (an abort must not take the harness
-/// down); true in the child (and under Miri, which runs it in-process).
-fn in_child(name: &str) -> bool {
-    if cfg!(miri) || std::env::var("ROUND2_CHILD").as_deref() == Ok(name) {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ROUND2_CHILD", name)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child process failed ({:?}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
 }
 
 struct Panicky;

@@ -5,7 +5,6 @@
 //! Pure Rust: these run under Miri too (counts scaled down there).
 
 use std::cell::RefCell;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::ThreadId;
@@ -13,17 +12,8 @@ use std::time::Duration;
 
 use handle_registry::{Error, Registry};
 
-fn ptr(p: usize) -> *mut c_void {
-    std::ptr::without_provenance_mut(p)
-}
-
-fn rounds(native: usize, miri: usize) -> usize {
-    if cfg!(miri) {
-        miri
-    } else {
-        native
-    }
-}
+mod common;
+use common::{ptr, rounds, OnDrop};
 
 /// Counts its drops and remembers the thread of the last one.
 struct Tally(Arc<AtomicUsize>, Arc<Mutex<Option<ThreadId>>>);
@@ -228,18 +218,8 @@ fn a_forgotten_record_borrow_blocks_nothing_else() {
     assert_eq!(drops.load(Ordering::SeqCst), 1);
 }
 
-struct AtExit(Option<Box<dyn FnOnce()>>);
-
-impl Drop for AtExit {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
 thread_local! {
-    static AT_EXIT: RefCell<AtExit> = const { RefCell::new(AtExit(None)) };
+    static AT_EXIT: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
 }
 
 static TEARDOWN: once_cell::sync::Lazy<Registry> = once_cell::sync::Lazy::new(Registry::new);

@@ -6,23 +6,14 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use handle_registry::{Error, Registry};
 
-/// Runs a closure when dropped: the body of a thread-local destructor.
-struct OnDrop(Option<Box<dyn FnOnce()>>);
-
-impl Drop for OnDrop {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
+mod common;
+use common::{ptr, OnDrop};
 
 thread_local! {
     /// Guards kept alive until this thread-local is destroyed.
@@ -31,10 +22,6 @@ thread_local! {
     /// is touched after it (destructors run in reverse order of
     /// registration).
     static LATE: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
-}
-
-fn ptr(p: usize) -> *mut c_void {
-    std::ptr::without_provenance_mut(p)
 }
 
 /// Runs `setup` on a new thread, then lets the thread exit: `late` runs in

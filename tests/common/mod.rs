@@ -1,0 +1,95 @@
+//! Helpers shared by the pure-Rust integration tests (`adversarial`,
+//! `adversarial_round2`, `readers`, `teardown`), each of which includes
+//! this file with `mod common;`. Not a test binary of its own.
+//!
+//! Each test binary uses only some of these, hence the `dead_code` allow.
+#![allow(dead_code)]
+
+use std::ffi::c_void;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A handle's integer as the `void*` a C caller would pass.
+pub fn ptr(p: usize) -> *mut c_void {
+    std::ptr::without_provenance_mut(p)
+}
+
+/// `native` rounds in a native run, `miri` under Miri.
+pub fn rounds(native: usize, miri: usize) -> usize {
+    if cfg!(miri) {
+        miri
+    } else {
+        native
+    }
+}
+
+/// Runs a closure when dropped: the body of a thread-local destructor.
+pub struct OnDrop(pub Option<Box<dyn FnOnce()>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Aborts the process with `what` if not dropped within 20 s.
+pub struct Watchdog(
+    Option<mpsc::Sender<()>>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+/// A [`Watchdog`] for the test `what` (off under Miri, which reports
+/// deadlocks itself).
+pub fn watchdog(what: &'static str) -> Watchdog {
+    if cfg!(miri) {
+        return Watchdog(None, None);
+    }
+    let (tx, rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(20)) {
+            eprintln!("WATCHDOG: `{what}` hung for 20 s (deadlock?); aborting");
+            std::process::abort();
+        }
+    });
+    Watchdog(Some(tx), Some(t))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.0.take());
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the test `name` in a child process (so that an abort is a test
+/// failure, not the end of the harness) and asserts it succeeded. Returns
+/// `true` in the child, where the caller runs the body itself; under Miri
+/// (no processes) it returns `true` too.
+pub fn in_child(name: &str) -> bool {
+    if cfg!(miri) || std::env::var("HANDLE_REGISTRY_TEST_CHILD").as_deref() == Ok(name) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HANDLE_REGISTRY_TEST_CHILD", name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child process failed ({:?}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
