@@ -1,6 +1,7 @@
-//! With the `demo` feature only: builds the C library in `native/` (every
-//! `*.c` there) with `cc`. Without it, the crate is pure Rust and this
-//! script does nothing.
+//! Asks the compiler whether `TypeId::of` works in a constant (see
+//! `const_type_id` below), and, with the `demo` feature only, builds the C
+//! library in `native/` (every `*.c` there) with `cc`. Without `demo` the
+//! crate is pure Rust and needs no C compiler.
 //!
 //! The C code is this crate's test bed and demo: a stand-in for any C
 //! library that reports events through callbacks plus `user_data`.
@@ -11,8 +12,49 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    if const_type_id() {
+        println!("cargo:rustc-cfg=handle_registry_const_type_id");
+    }
     #[cfg(feature = "demo")]
     demo::build();
+}
+
+/// Whether this compiler computes `TypeId::of` in a constant (Rust 1.91
+/// and later), so that each type's vtable holds its id as data: asked of
+/// the compiler itself, with a one-line probe, rather than inferred from
+/// its version. Any failure answers no, which is always correct (the id is
+/// then reached through a function pointer).
+fn const_type_id() -> bool {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (Some(rustc), Some(out_dir)) = (std::env::var_os("RUSTC"), std::env::var_os("OUT_DIR"))
+    else {
+        return false;
+    };
+    let mut probe = Command::new(rustc);
+    probe.args([
+        "--crate-type=lib",
+        "--emit=metadata",
+        "--crate-name=const_type_id_probe",
+    ]);
+    probe.arg("--out-dir").arg(out_dir);
+    if let Some(target) = std::env::var_os("TARGET") {
+        probe.arg("--target").arg(target);
+    }
+    probe
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let Ok(mut child) = probe.spawn() else {
+        return false;
+    };
+    let source = b"pub const ID: std::any::TypeId = std::any::TypeId::of::<u8>();";
+    let written = child
+        .stdin
+        .take()
+        .is_some_and(|mut stdin| stdin.write_all(source).is_ok());
+    child.wait().is_ok_and(|status| status.success()) && written
 }
 
 #[cfg(feature = "demo")]

@@ -193,11 +193,29 @@ type Storage = MaybeUninit<[usize; INLINE_BYTES / size_of::<usize>()]>;
 
 /// What the registry knows of a value's type without knowing the type.
 pub(crate) struct VTable {
+    /// The type's id, as data where the compiler can compute it in a
+    /// constant (Rust 1.91 and later: `build.rs` sets the cfg), so that the
+    /// type check of every `restore` is a load and a compare, not an
+    /// indirect call; as a function before that.
+    #[cfg(handle_registry_const_type_id)]
+    type_id: TypeId,
+    #[cfg(not(handle_registry_const_type_id))]
     type_id: fn() -> TypeId,
     pub type_name: fn() -> &'static str,
     /// Drops the value stored in a slot (the caller owns the slot); `None`
     /// when there is nothing to do (an inline value without drop glue).
     drop_value: Option<unsafe fn(*mut Storage)>,
+}
+
+impl VTable {
+    /// The id of the type this vtable was made for.
+    #[inline]
+    fn type_id(&self) -> TypeId {
+        #[cfg(handle_registry_const_type_id)]
+        return self.type_id;
+        #[cfg(not(handle_registry_const_type_id))]
+        return (self.type_id)();
+    }
 }
 
 /// One handle's slot. 64 bytes, on a line of its own.
@@ -229,7 +247,13 @@ struct Erased<T>(std::marker::PhantomData<T>);
 
 impl<T: Any + Send> Erased<T> {
     const INLINE: bool = size_of::<T>() <= INLINE_BYTES && align_of::<T>() <= align_of::<usize>();
+    // `TypeId::of` is const from Rust 1.91, past the crate's MSRV: the cfg
+    // is only set where the compiler accepted it (`build.rs`).
+    #[cfg_attr(handle_registry_const_type_id, allow(clippy::incompatible_msrv))]
     const VTABLE: VTable = VTable {
+        #[cfg(handle_registry_const_type_id)]
+        type_id: TypeId::of::<T>(),
+        #[cfg(not(handle_registry_const_type_id))]
         type_id: TypeId::of::<T>,
         type_name: type_name::<T>,
         drop_value: if Self::INLINE && !std::mem::needs_drop::<T>() {
@@ -429,7 +453,7 @@ impl Slot {
     #[inline]
     pub fn holds<T: Any + Send>(&self) -> bool {
         self.vtable()
-            .is_some_and(|v| (v.type_id)() == TypeId::of::<T>())
+            .is_some_and(|v| v.type_id() == TypeId::of::<T>())
     }
 
     /// The name of the value's type, for errors.
