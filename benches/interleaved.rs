@@ -16,9 +16,14 @@
 //! gives, and must be 1.00 within its spread for the other figures to be
 //! believed.
 //!
-//! `cargo bench --bench interleaved` (the demo library of `native/`), plus
-//! `--features bench-expat` for expat (system libexpat, Debian's
-//! `libexpat1-dev`). `ROUNDS=n` sets the number of rounds (default 100).
+//! The same method gives the two-thread scaling figures: one thread and
+//! two threads run the same loop alternately, and each round yields its
+//! own scaling.
+//!
+//! `cargo bench --bench interleaved` (the demo library of `native/` and
+//! the thread scaling), plus `--features bench-expat` for expat (system
+//! libexpat, Debian's `libexpat1-dev`). `ROUNDS=n` sets the number of
+//! rounds (default 100; the thread rounds are half as many).
 
 use std::ffi::{c_int, c_void, CString};
 use std::hint::black_box;
@@ -326,6 +331,124 @@ mod expat {
     }
 }
 
+/// Two threads against one: aggregate throughput of the same loop on one
+/// thread and on two, alternated round by round, each round's scaling
+/// `2 × t(1 thread) ÷ t(2 threads)` (each thread doing the same count).
+mod threads {
+    use super::*;
+    use std::sync::Barrier;
+
+    /// Operations per thread per sample of a registry loop: about 20 ms,
+    /// long enough that starting and joining threads is lost in it.
+    const OPS: u64 = 2_000_000;
+    /// The same for the raw loop, some ten times faster.
+    const RAW_OPS: u64 = 10 * OPS;
+
+    /// A `u64` alone on a pair of cache lines (x86 prefetches lines in pairs).
+    #[repr(align(128))]
+    struct Line(u64);
+
+    /// Runs `work(t)` on `n` threads at once; the time from their common
+    /// start until the last one ends.
+    fn on_threads(n: usize, work: &(dyn Fn(usize) + Sync)) -> Duration {
+        let start = Barrier::new(n + 1);
+        let began = std::thread::scope(|s| {
+            for t in 0..n {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    work(t);
+                });
+            }
+            start.wait();
+            Instant::now()
+        });
+        began.elapsed()
+    }
+
+    pub fn run(rounds: usize) {
+        let r = Registry::global();
+        // Saved back to back on one thread, as a user's first two are.
+        let handles: Vec<usize> = (0..2).map(|_| r.save(0u64).addr()).collect();
+        let shared = r.save(7u64).addr();
+        // Each on lines of its own: two small boxes allocated one after the
+        // other share a line about half the time, and the baseline is the
+        // machine's ceiling, not false sharing.
+        let boxes: Vec<usize> = (0..2)
+            .map(|_| Box::into_raw(Box::new(Line(0))).expose_provenance())
+            .collect();
+        let distinct = |t: usize| {
+            let p = std::ptr::without_provenance_mut(handles[t]);
+            for _ in 0..OPS {
+                *r.restore::<u64>(black_box(p)).unwrap() += 1;
+            }
+        };
+        let same = |_: usize| {
+            let p = std::ptr::without_provenance_mut(shared);
+            for _ in 0..OPS {
+                black_box(*r.restore_ref::<u64>(black_box(p)).unwrap());
+            }
+        };
+        let raw = |t: usize| {
+            let raw = std::ptr::with_exposed_provenance_mut::<Line>(boxes[t]);
+            for _ in 0..RAW_OPS {
+                // SAFETY: each thread has its own live box.
+                unsafe { (*black_box(raw)).0 += 1 }
+            }
+        };
+        let kinds: [(&str, &(dyn Fn(usize) + Sync), u64); 3] = [
+            ("deref distinct boxes (raw baseline)", &raw, RAW_OPS),
+            ("restore distinct handles", &distinct, OPS),
+            ("restore_ref one shared handle", &same, OPS),
+        ];
+        let mut scaling: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+        let mut single: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+        for (_, work, _) in &kinds {
+            on_threads(2, *work);
+        }
+        for round in 0..rounds {
+            for (k, (_, work, _)) in kinds.iter().enumerate() {
+                let (t1, t2) = if round % 2 == 0 {
+                    let t1 = on_threads(1, *work);
+                    (t1, on_threads(2, *work))
+                } else {
+                    let t2 = on_threads(2, *work);
+                    (on_threads(1, *work), t2)
+                };
+                scaling[k].push(2.0 * t1.as_secs_f64() / t2.as_secs_f64());
+                single[k].push(t1);
+            }
+        }
+        println!("\ntwo threads ÷ one: {rounds} interleaved rounds, the same loop on each thread");
+        println!(
+            "{:<38} {:>12} {:>9} {:>17}",
+            "loop", "1 thread", "scaling", "p10–p90"
+        );
+        for (k, (name, _, ops)) in kinds.iter().enumerate() {
+            let ratios = &mut scaling[k];
+            ratios.sort_by(f64::total_cmp);
+            let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+            single[k].sort();
+            let one = single[k][single[k].len() / 2].as_secs_f64() * 1e9 / *ops as f64;
+            println!(
+                "{:<38} {:>8.2} ns {:>8.3}× {:>8.3}–{:.3}",
+                name,
+                one,
+                at(0.5),
+                at(0.1),
+                at(0.9)
+            );
+        }
+        for p in handles.into_iter().chain([shared]) {
+            r.unref(std::ptr::without_provenance_mut(p)).unwrap();
+        }
+        for b in boxes {
+            // SAFETY: each from `Box::into_raw` above, freed once.
+            drop(unsafe { Box::from_raw(std::ptr::with_exposed_provenance_mut::<Line>(b)) });
+        }
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries without `--bench`: one
     // round each then, as a smoke test.
@@ -338,4 +461,5 @@ fn main() {
     demo::run(rounds);
     #[cfg(feature = "bench-expat")]
     expat::run(rounds);
+    threads::run(rounds.div_ceil(2));
 }
