@@ -348,9 +348,12 @@ mod threads {
     #[repr(align(128))]
     struct Line(u64);
 
+    /// One thread's loop, given its number.
+    type Work = dyn Fn(usize) + Sync;
+
     /// Runs `work(t)` on `n` threads at once; the time from their common
     /// start until the last one ends.
-    fn on_threads(n: usize, work: &(dyn Fn(usize) + Sync)) -> Duration {
+    fn on_threads(n: usize, work: &Work) -> Duration {
         let start = Barrier::new(n + 1);
         let began = std::thread::scope(|s| {
             for t in 0..n {
@@ -396,7 +399,7 @@ mod threads {
                 unsafe { (*black_box(raw)).0 += 1 }
             }
         };
-        let kinds: [(&str, &(dyn Fn(usize) + Sync), u64); 3] = [
+        let kinds: [(&str, &Work, u64); 3] = [
             ("deref distinct boxes (raw baseline)", &raw, RAW_OPS),
             ("restore distinct handles", &distinct, OPS),
             ("restore_ref one shared handle", &same, OPS),
