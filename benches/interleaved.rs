@@ -349,11 +349,11 @@ mod threads {
     struct Line(u64);
 
     /// One thread's loop, given its number.
-    type Work = dyn Fn(usize) + Sync;
+    type Work<'a> = dyn Fn(usize) + Sync + 'a;
 
     /// Runs `work(t)` on `n` threads at once; the time from their common
     /// start until the last one ends.
-    fn on_threads(n: usize, work: &Work) -> Duration {
+    fn on_threads(n: usize, work: &Work<'_>) -> Duration {
         let start = Barrier::new(n + 1);
         let began = std::thread::scope(|s| {
             for t in 0..n {
@@ -399,7 +399,7 @@ mod threads {
                 unsafe { (*black_box(raw)).0 += 1 }
             }
         };
-        let kinds: [(&str, &Work, u64); 3] = [
+        let kinds: [(&str, &Work<'_>, u64); 3] = [
             ("deref distinct boxes (raw baseline)", &raw, RAW_OPS),
             ("restore distinct handles", &distinct, OPS),
             ("restore_ref one shared handle", &same, OPS),
