@@ -57,8 +57,7 @@ fn worker() -> mpsc::Sender<Job> {
                         }
                     }
                     // End of stream, as C's destroy-notify would.
-                    // SAFETY: accepts any pointer.
-                    unsafe { handle_registry::c_unref(ptr(h)) };
+                    handle_registry::c_unref(ptr(h));
                 }
                 Job::TokioStream(s) => {
                     for mut item in 0..ITEMS {

@@ -192,22 +192,20 @@ pub fn retain(ptr: *mut c_void) -> Result<(), Error> {
 /// ignored, and a panic from the value's `Drop` is caught and discarded
 /// (there is no Rust caller to resume it in).
 ///
-/// # Safety
-///
-/// Always safe to call, with any pointer. It is declared `unsafe` only so
-/// that it has the type C function-pointer slots use in bindings
-/// (`unsafe extern "C" fn(*mut c_void)`).
+/// It is a safe function: any pointer is fine. It still fits the
+/// `unsafe extern "C" fn(*mut c_void)` slots of bindings, since a safe
+/// function coerces to an unsafe function pointer.
 ///
 /// ```
 /// let p = handle_registry::save(String::from("owned by C now"));
 /// let destroy: unsafe extern "C" fn(*mut std::ffi::c_void) = handle_registry::c_unref;
 /// // SAFETY: `c_unref` accepts any value.
 /// unsafe { destroy(p) };
-/// unsafe { destroy(p) }; // twice: ignored
-/// unsafe { destroy(std::ptr::null_mut()) }; // NULL: ignored
+/// handle_registry::c_unref(p); // twice: ignored
+/// handle_registry::c_unref(std::ptr::null_mut()); // NULL: ignored
 /// assert!(handle_registry::restore::<String>(p).is_err());
 /// ```
-pub unsafe extern "C" fn c_unref(ptr: *mut c_void) {
+pub extern "C" fn c_unref(ptr: *mut c_void) {
     if let Err(payload) = std::panic::catch_unwind(|| unref(ptr)) {
         // Nobody to resume it in; its own `Drop` may panic too.
         panic::drop_payload(payload);

@@ -388,13 +388,10 @@ fn dropping_a_registry_drops_every_value_even_after_a_panic() {
 #[test]
 fn c_unref_swallows_everything() {
     let p = crate::save(PanicsOnDrop);
-    // SAFETY: `c_unref` accepts any value.
-    unsafe {
-        crate::c_unref(p);
-        crate::c_unref(p);
-        crate::c_unref(std::ptr::null_mut());
-        crate::c_unref(handle::to_ptr(u64::MAX));
-    }
+    crate::c_unref(p);
+    crate::c_unref(p);
+    crate::c_unref(std::ptr::null_mut());
+    crate::c_unref(handle::to_ptr(u64::MAX));
     assert_eq!(crate::unref(p), Err(Error::Stale));
 }
 
@@ -441,8 +438,7 @@ fn owning_handle_unrefs_once() {
 
     // C freed it through a destroy-notify first: drop must not double-free.
     let h = Handle::new(5u8);
-    // SAFETY: `c_unref` accepts any value.
-    unsafe { crate::c_unref(h.as_ptr()) };
+    crate::c_unref(h.as_ptr());
     assert_eq!(h.into_inner(), Err(Error::Stale));
 
     // Busy through a raw-pointer guard: the value still does not outlive it.

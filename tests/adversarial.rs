@@ -240,8 +240,7 @@ fn arbitrary_integers_are_refused_without_ub() {
         assert!(r.unref(p).is_err(), "{i:#x}");
         let names_global = ((i >> index_bits) & ((1 << registry_bits) - 1)) == 1;
         if !names_global {
-            // SAFETY: `c_unref` accepts any value.
-            unsafe { handle_registry::c_unref(p) };
+            handle_registry::c_unref(p);
         }
     }
     assert_eq!(r.take::<u32>(ptr(live)), Ok(5));
@@ -523,8 +522,7 @@ fn shared_scopes_wait_for_late_callbacks() {
                             }));
                             if unref_first {
                                 // C's destroy-notify, from inside the callback.
-                                // SAFETY: accepts any value.
-                                unsafe { handle_registry::c_unref(ptr(q)) };
+                                handle_registry::c_unref(ptr(q));
                             }
                             v.push(1);
                         })
@@ -630,8 +628,7 @@ fn c_unref_while_unwinding_with_a_panicking_drop_does_not_abort() {
     struct CallsCUnref(usize);
     impl Drop for CallsCUnref {
         fn drop(&mut self) {
-            // SAFETY: accepts any value.
-            unsafe { handle_registry::c_unref(ptr(self.0)) };
+            handle_registry::c_unref(ptr(self.0));
         }
     }
     let p = handle_registry::save(Panicky) as usize;
@@ -660,8 +657,7 @@ fn concurrent_c_unref_drops_once() {
                             drop(g);
                         }
                     } else {
-                        // SAFETY: accepts any value.
-                        unsafe { handle_registry::c_unref(ptr(p)) };
+                        handle_registry::c_unref(ptr(p));
                     }
                 });
             }

@@ -197,9 +197,7 @@ fn destroy_notify_without_completion_resolves_with_canceled() {
         .is_pending());
     let h = Sendable::new(user_data);
     // C's worker thread destroys the request: `c_unref` as destroy-notify.
-    thread::spawn(move || unsafe { c_unref(h.get()) })
-        .join()
-        .unwrap();
+    thread::spawn(move || c_unref(h.get())).join().unwrap();
     assert_eq!(block_on(done), Err(Canceled));
     // A completion after the destroy is stale.
     assert_eq!(
@@ -214,7 +212,7 @@ fn destroy_notify_after_completion_is_ignored() {
     let h = Sendable::new(user_data);
     thread::spawn(move || {
         complete(h.get(), 3u8).unwrap();
-        unsafe { c_unref(h.get()) }; // what C does next: harmless
+        c_unref(h.get()); // what C does next: harmless
     })
     .join()
     .unwrap();
@@ -304,7 +302,7 @@ fn stream_keeps_each_threads_order_and_ends_on_destroy_notify() {
         for p in pushers {
             p.join().unwrap();
         }
-        unsafe { c_unref(h.get()) }; // end of stream, from "C"
+        c_unref(h.get()); // end of stream, from "C"
     });
     let mut expected = vec![0; threads];
     let mut total = 0;

@@ -143,8 +143,7 @@ async fn a_c_thread_streams_items_in_order_with_back_pressure() {
 static EMITTER_DESTROYED: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn destroy_and_count(user_data: *mut c_void) {
-    // SAFETY: accepts any pointer.
-    unsafe { c_unref(user_data) };
+    c_unref(user_data);
     EMITTER_DESTROYED.fetch_add(1, Ordering::SeqCst);
 }
 

@@ -49,8 +49,7 @@ unsafe extern "C" fn on_start(user_data: *mut c_void, depth: c_int) {
         Err(Error::WrongThread) => {
             WRONG_THREAD.fetch_add(1, Ordering::SeqCst);
             if UNREF_FROM_C.swap(false, Ordering::SeqCst) {
-                // SAFETY: `c_unref` accepts any value.
-                unsafe { handle_registry::c_unref(user_data) };
+                handle_registry::c_unref(user_data);
             }
         }
         Err(_) => {

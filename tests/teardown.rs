@@ -233,8 +233,7 @@ impl Drop for NestedPanic {
 fn c_unref_never_unwinds_even_when_payloads_panic_when_dropped() {
     for depth in [1, 2, 5] {
         let p = handle_registry::save(NestedPanic(depth));
-        // SAFETY: `c_unref` accepts any value.
-        unsafe { handle_registry::c_unref(p) };
+        handle_registry::c_unref(p);
         assert_eq!(handle_registry::unref(p), Err(Error::Stale));
     }
 }

@@ -50,7 +50,7 @@
 //!
 //! // Pending -> Closed: destroyed without a completion
 //! let (user_data, done) = oneshot::<&str>();
-//! unsafe { handle_registry::c_unref(user_data) };
+//! handle_registry::c_unref(user_data);
 //! assert_eq!(block_on(done), Err(Canceled));
 //! assert_eq!(complete(user_data, "late"), Err((SendError::Handle(Error::Stale), "late")));
 //! ```
@@ -251,8 +251,7 @@ pub fn complete_from_c<T: Send + 'static>(
 ///
 /// let (user_data, done) = oneshot::<i32>();
 /// // C destroys the request without completing it:
-/// // SAFETY: `c_unref` accepts any pointer.
-/// unsafe { handle_registry::c_unref(user_data) };
+/// handle_registry::c_unref(user_data);
 /// assert_eq!(block_on(done), Err(Canceled));
 /// ```
 #[must_use = "dropping a Completion cancels the request"]

@@ -108,8 +108,7 @@ impl<T> Drop for Feeder<T> {
 ///         push(user_data, i).unwrap();
 ///     }
 ///     // C's destroy-notify ends the stream:
-///     // SAFETY: `c_unref` accepts any pointer.
-///     unsafe { handle_registry::c_unref(user_data) };
+///     handle_registry::c_unref(user_data);
 /// });
 /// assert_eq!(next(&mut items), Some(0));
 /// assert_eq!(next(&mut items), Some(1));
@@ -333,8 +332,7 @@ mod tests {
         let (user_data, mut items) = stream::<u8>(4);
         push(user_data, 1u8).unwrap();
         push(user_data, 2u8).unwrap();
-        // SAFETY: c_unref accepts any pointer.
-        unsafe { crate::c_unref(user_data) };
+        crate::c_unref(user_data);
         assert_eq!(
             push(user_data, 3u8),
             Err((SendError::Handle(Error::Stale), 3u8))

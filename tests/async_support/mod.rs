@@ -178,8 +178,7 @@ impl Events {
         // SAFETY: an integer argument.
         unsafe { ffi::traverse_unsubscribe(self.id) };
         let events = self.stream.take().expect("present until finish or drop");
-        // SAFETY: `c_unref` accepts any pointer.
-        unsafe { c_unref(events.user_data()) };
+        c_unref(events.user_data());
         events
     }
 }
