@@ -31,7 +31,15 @@ fn const_type_id() -> bool {
     else {
         return false;
     };
-    let mut probe = Command::new(rustc);
+    // The compiler cargo will run: through its wrapper, if it has one.
+    let mut probe = match std::env::var_os("RUSTC_WRAPPER").filter(|w| !w.is_empty()) {
+        Some(wrapper) => {
+            let mut probe = Command::new(wrapper);
+            probe.arg(rustc);
+            probe
+        }
+        None => Command::new(rustc),
+    };
     probe.args([
         "--crate-type=lib",
         "--emit=metadata",

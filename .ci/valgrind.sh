@@ -38,10 +38,10 @@ for binary in "${binaries[@]}"; do
     name=$(basename "$binary")
     name=${name%-*} # cargo appends -<hash>
     if [ "$#" -eq 0 ]; then
-        # The reader-record and second adversarial tests are pure Rust (Miri checks
-        # them, with seeds and on i686) and run under 20-second watchdogs
-        # timed for native runs, which valgrind's slowdown trips.
-        case "$name" in adversarial_round2* | readers) continue ;; esac
+        # The reader-record and later adversarial tests are pure Rust (Miri
+        # checks them, with seeds and on i686) and run under 20-second
+        # watchdogs timed for native runs, which valgrind's slowdown trips.
+        case "$name" in adversarial_round2* | adversarial_round3 | readers) continue ;; esac
         selected+=("$binary")
     else
         for wanted in "$@"; do

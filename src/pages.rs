@@ -19,10 +19,13 @@
 //! only the free list writes a slot's word, when it first hands its index
 //! out (see [`free`](crate::free)). A large zeroed allocation is fresh
 //! pages of the OS that nobody writes, so the slots past the high-water
-//! mark are never resident; a lookup of one (a forged handle, the leak
-//! report, a registry's drop) only reads them, which maps the shared zero
-//! page. A lookup answers for a zero word as for Vacant(`base`): the
-//! index was never handed out.
+//! mark are never resident. Reading one (`check` of a forged handle, the
+//! leak report, a registry's drop) maps the shared zero page; a forged
+//! handle given to `restore`, `restore_ref`, `take` or `unref` makes the
+//! one OS page it names resident, since their compare-exchange is a write
+//! for the MMU even when it fails (at most the page's 1 MiB in all;
+//! `tests/adversarial_round3.rs` measures it). A lookup answers for a zero
+//! word as for Vacant(`base`): the index was never handed out.
 
 use crate::handle::Layout;
 use crate::slot::Slot;
