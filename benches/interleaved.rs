@@ -25,15 +25,14 @@
 //! libexpat, Debian's `libexpat1-dev`). `ROUNDS=n` sets the number of
 //! rounds (default 100; the thread rounds are half as many).
 
-use std::ffi::{c_int, c_void, CString};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use handle_registry::demo::ffi;
 use handle_registry::Registry;
 
-/// Blocks in the demo library's input, elements in expat's.
-const ITEMS: usize = 200_000;
+#[path = "common/parses.rs"]
+mod parses;
+use parses::ITEMS;
 
 /// One way of running a whole parse, timed as one sample.
 struct Variant<'a> {
@@ -101,73 +100,18 @@ fn compare(title: &str, rounds: usize, mut variants: Vec<Variant<'_>>) {
     }
 }
 
-/// The demo library's parse state: the shape of `benches/end_to_end.rs`.
+/// The demo library's parse (`common/parses.rs`, as `benches/end_to_end.rs`).
 mod demo {
     use super::*;
-
-    #[derive(Default)]
-    pub struct Counts {
-        depth: i32,
-        max_depth: i32,
-        pub blocks: u64,
-        bytes: i64,
-    }
-
-    impl Counts {
-        fn start(&mut self, depth: c_int) {
-            self.depth = depth;
-            self.max_depth = self.max_depth.max(depth);
-        }
-        fn end(&mut self, open: c_int, close: c_int) {
-            self.blocks += 1;
-            self.bytes += i64::from(close - open);
-        }
-    }
-
-    unsafe extern "C" fn direct_start(user_data: *mut c_void, depth: c_int) {
-        // SAFETY: the baseline passes a pointer to a live, unaliased `Counts`.
-        unsafe { &mut *user_data.cast::<Counts>() }.start(depth)
-    }
-    unsafe extern "C" fn direct_end(user_data: *mut c_void, open: c_int, close: c_int) {
-        // SAFETY: as above.
-        unsafe { &mut *user_data.cast::<Counts>() }.end(open, close)
-    }
-    unsafe extern "C" fn restore_start(user_data: *mut c_void, depth: c_int) {
-        if let Ok(mut c) = handle_registry::restore::<Counts>(user_data) {
-            c.start(depth)
-        }
-    }
-    unsafe extern "C" fn restore_end(user_data: *mut c_void, open: c_int, close: c_int) {
-        if let Ok(mut c) = handle_registry::restore::<Counts>(user_data) {
-            c.end(open, close)
-        }
-    }
-    unsafe extern "C" fn with_start(user_data: *mut c_void, depth: c_int) {
-        let _ = handle_registry::with(user_data, |c: &mut Counts| c.start(depth));
-    }
-    unsafe extern "C" fn with_end(user_data: *mut c_void, open: c_int, close: c_int) {
-        let _ = handle_registry::with(user_data, |c: &mut Counts| c.end(open, close));
-    }
+    use crate::parses::demo::{ways, Counts, Input};
 
     pub fn run(rounds: usize) {
-        let dir = std::env::temp_dir().join(format!("handle-registry-il-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("blocks.txt");
-        std::fs::write(&path, "{x}\n".repeat(ITEMS)).unwrap();
-        let name = CString::new(path.to_str().unwrap()).unwrap();
-        let parse = |start, end, user_data: *mut c_void| {
-            let cbs = ffi::Callbacks {
-                start: Some(start),
-                end: Some(end),
-            };
-            // SAFETY: a valid C string; every callback accepts this user_data.
-            let code = unsafe { ffi::traverse_file(name.as_ptr(), cbs, user_data) };
-            assert_eq!(code, ffi::TRAVERSE_OK);
-        };
+        let input = Input::new("il");
+        let ways = ways();
         let registry = Registry::global();
         let direct = || {
             let mut counts = Counts::default();
-            parse(direct_start, direct_end, (&raw mut counts).cast());
+            input.parse(ways.direct, (&raw mut counts).cast());
             assert_eq!(black_box(counts.blocks), ITEMS as u64);
         };
         compare(
@@ -178,14 +122,14 @@ mod demo {
                 Variant::new("direct pointer (A/A control)", direct),
                 Variant::new("registry restore", || {
                     let p = registry.save(Counts::default());
-                    parse(restore_start, restore_end, p);
+                    input.parse(ways.restore, p);
                     let counts = registry.take::<Counts>(p).unwrap();
                     assert_eq!(black_box(counts.blocks), ITEMS as u64);
                 }),
                 Variant::new("registry restore inside lend", || {
                     let p = registry.save(Counts::default());
                     registry
-                        .lend::<Counts, _>(p, || parse(restore_start, restore_end, p))
+                        .lend::<Counts, _>(p, || input.parse(ways.restore, p))
                         .unwrap();
                     let counts = registry.take::<Counts>(p).unwrap();
                     assert_eq!(black_box(counts.blocks), ITEMS as u64);
@@ -193,110 +137,30 @@ mod demo {
                 Variant::new("registry scope + with", || {
                     let mut counts = Counts::default();
                     registry
-                        .scope(&mut counts, |p| parse(with_start, with_end, p))
+                        .scope(&mut counts, |p| input.parse(ways.with, p))
                         .unwrap();
                     assert_eq!(black_box(counts.blocks), ITEMS as u64);
                 }),
             ],
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
-/// expat with start- and end-element handlers: the shape of
-/// `benches/expat.rs`.
+/// expat's parse (`common/parses.rs`, as `benches/expat.rs`).
 #[cfg(feature = "bench-expat")]
 mod expat {
     use super::*;
-    use std::ffi::c_char;
-
-    type Parser = *mut c_void;
-    type StartHandler =
-        unsafe extern "C" fn(user_data: *mut c_void, name: *const c_char, atts: *mut *const c_char);
-    type EndHandler = unsafe extern "C" fn(user_data: *mut c_void, name: *const c_char);
-    const STATUS_OK: c_int = 1;
-
-    #[link(name = "expat")]
-    extern "C" {
-        fn XML_ParserCreate(encoding: *const c_char) -> Parser;
-        fn XML_ParserFree(parser: Parser);
-        fn XML_SetUserData(parser: Parser, user_data: *mut c_void);
-        fn XML_SetElementHandler(parser: Parser, start: StartHandler, end: EndHandler);
-        fn XML_Parse(parser: Parser, s: *const c_char, len: c_int, is_final: c_int) -> c_int;
-    }
-
-    #[derive(Default)]
-    struct Depths {
-        depth: u32,
-        max_depth: u32,
-        elements: u64,
-    }
-
-    impl Depths {
-        fn start(&mut self) {
-            self.depth += 1;
-            self.max_depth = self.max_depth.max(self.depth);
-            self.elements += 1;
-        }
-        fn end(&mut self) {
-            self.depth -= 1;
-        }
-    }
-
-    unsafe extern "C" fn direct_start(ud: *mut c_void, _: *const c_char, _: *mut *const c_char) {
-        // SAFETY: the baseline passes a pointer to a live, unaliased `Depths`.
-        unsafe { &mut *ud.cast::<Depths>() }.start()
-    }
-    unsafe extern "C" fn direct_end(ud: *mut c_void, _: *const c_char) {
-        // SAFETY: as above.
-        unsafe { &mut *ud.cast::<Depths>() }.end()
-    }
-    unsafe extern "C" fn restore_start(ud: *mut c_void, _: *const c_char, _: *mut *const c_char) {
-        if let Ok(mut d) = handle_registry::restore::<Depths>(ud) {
-            d.start()
-        }
-    }
-    unsafe extern "C" fn restore_end(ud: *mut c_void, _: *const c_char) {
-        if let Ok(mut d) = handle_registry::restore::<Depths>(ud) {
-            d.end()
-        }
-    }
-    unsafe extern "C" fn with_start(ud: *mut c_void, _: *const c_char, _: *mut *const c_char) {
-        let _ = handle_registry::with(ud, |d: &mut Depths| d.start());
-    }
-    unsafe extern "C" fn with_end(ud: *mut c_void, _: *const c_char) {
-        let _ = handle_registry::with(ud, |d: &mut Depths| d.end());
-    }
-
-    fn parse(doc: &[u8], start: StartHandler, end: EndHandler, ud: *mut c_void) {
-        // SAFETY: a parser is created, used with a buffer of the given length
-        // and handlers that accept this `user_data`, and freed.
-        unsafe {
-            let parser = XML_ParserCreate(std::ptr::null());
-            assert!(!parser.is_null());
-            XML_SetUserData(parser, ud);
-            XML_SetElementHandler(parser, start, end);
-            let len = c_int::try_from(doc.len()).unwrap();
-            let status = XML_Parse(parser, doc.as_ptr().cast(), len, 1);
-            XML_ParserFree(parser);
-            assert_eq!(status, STATUS_OK);
-        }
-    }
+    use crate::parses::expat::{document, parse, ways, Depths};
 
     pub fn run(rounds: usize) {
-        let mut doc = String::from("<doc>");
-        // The smallest element there is: expat's own work per element is
-        // then the least, and the handlers' share the largest.
-        for _ in 0..ITEMS {
-            doc.push_str("<e/>");
-        }
-        doc.push_str("</doc>");
-        let doc = doc.as_bytes();
+        let doc = document();
+        let doc = doc.as_slice();
+        let ways = ways();
         let registry = Registry::global();
         let all = ITEMS as u64 + 1;
         let direct = || {
             let mut d = Depths::default();
-            parse(doc, direct_start, direct_end, (&raw mut d).cast());
+            parse(doc, ways.direct, (&raw mut d).cast());
             assert_eq!(black_box(d.elements), all);
         };
         compare(
@@ -307,14 +171,14 @@ mod expat {
                 Variant::new("direct pointer (A/A control)", direct),
                 Variant::new("registry restore", || {
                     let p = registry.save(Depths::default());
-                    parse(doc, restore_start, restore_end, p);
+                    parse(doc, ways.restore, p);
                     let d = registry.take::<Depths>(p).unwrap();
                     assert_eq!((black_box(d.elements), d.depth), (all, 0));
                 }),
                 Variant::new("registry restore inside lend", || {
                     let p = registry.save(Depths::default());
                     registry
-                        .lend::<Depths, _>(p, || parse(doc, restore_start, restore_end, p))
+                        .lend::<Depths, _>(p, || parse(doc, ways.restore, p))
                         .unwrap();
                     let d = registry.take::<Depths>(p).unwrap();
                     assert_eq!((black_box(d.elements), d.depth), (all, 0));
@@ -322,7 +186,7 @@ mod expat {
                 Variant::new("registry scope + with", || {
                     let mut d = Depths::default();
                     registry
-                        .scope(&mut d, |p| parse(doc, with_start, with_end, p))
+                        .scope(&mut d, |p| parse(doc, ways.with, p))
                         .unwrap();
                     assert_eq!((black_box(d.elements), d.depth), (all, 0));
                 }),

@@ -3,7 +3,8 @@
 //! that each ratio comes from one run: the raw-pointer baseline, `restore`
 //! on a saved value, a scope with `with`, and `restore` inside a lend.
 //! Shared so that both benches measure the very same shapes under the same
-//! names. Included with `#[path = "common/variants.rs"] mod variants;`.
+//! names. Included with `#[path = "common/variants.rs"] mod variants;`,
+//! beside `common/parses.rs` (as `parses`), whose handler sets it takes.
 
 use std::ffi::c_void;
 use std::hint::black_box;
@@ -12,14 +13,7 @@ use criterion::measurement::WallTime;
 use criterion::BenchmarkGroup;
 use handle_registry::Registry;
 
-/// A parse's handlers for each way: `direct` casts `user_data` to the
-/// state, `restore` restores it (also inside the lend), `with` reaches the
-/// scope's state with `with`.
-pub struct Handlers<H> {
-    pub direct: H,
-    pub restore: H,
-    pub with: H,
-}
+use crate::parses::Ways;
 
 /// Adds the four benchmarks to `g`. `parse(handlers, user_data)` runs one
 /// whole parse; `seen` reads what the state counted, kept from the
@@ -27,7 +21,7 @@ pub struct Handlers<H> {
 pub fn bench_variants<S: Default + Send + 'static, H: Copy>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     registry: &Registry,
-    handlers: Handlers<H>,
+    handlers: Ways<H>,
     parse: impl Fn(H, *mut c_void),
     seen: impl Fn(&S) -> u64,
 ) {
