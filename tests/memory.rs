@@ -24,8 +24,12 @@ fn bytes_per_live_handle_stay_small() {
     );
     // The unused tail of the last page is never touched: resident, a
     // handle costs its slot, plus one OS page of the allocator's per
-    // 1 MiB page (0.25 B). `None` where the OS does not tell.
-    if let Some(resident) = f.resident {
+    // 1 MiB page (0.25 B). `None` where the OS does not tell. Only with
+    // the system's allocator: under valgrind (which preloads its own, and
+    // whose shadow memory is resident too: CI measured 231 B) or another
+    // preloaded allocator the figure says nothing about the registry.
+    let preloaded = std::env::var_os("LD_PRELOAD").is_some_and(|v| !v.is_empty());
+    if let Some(resident) = f.resident.filter(|_| !preloaded) {
         assert!(resident <= 64.5, "{resident} B resident per handle");
         assert!(
             resident >= 32.0,
