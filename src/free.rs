@@ -158,11 +158,10 @@ impl Shared {
     fn grow(&mut self, pages: &Pages, base: u32, n: usize) {
         let fresh = self.next..(self.next + n).min(Layout::NATIVE.max_index() + 1);
         for index in fresh.clone() {
-            let allocated = pages.ensure(index, base);
-            debug_assert!(allocated, "every index up to max_index has a page");
-            if let Some(slot) = pages.get(index) {
-                slot.set_fresh(base);
-            }
+            pages
+                .ensure(index, base)
+                .expect("every index up to max_index has a page")
+                .set_fresh(base);
         }
         self.next = fresh.end;
         // Ordered so that indices popped one after the other are two slots

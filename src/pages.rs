@@ -105,23 +105,21 @@ impl Pages {
 
     /// Allocates the page holding `index` if needed, its slots vacant (at
     /// generation 0, or `base` under loom: see [`new_page`]).
-    /// Returns false when `index` is past every page. The caller sets each
-    /// index's word to `base` before handing it out
-    /// ([`Slot::set_fresh`]).
+    /// Returns the slot at `index`, or `None` when `index` is past every
+    /// page. The caller sets each index's word to `base` before handing it
+    /// out ([`Slot::set_fresh`]).
     ///
     /// Only called under the free list's lock, so no two threads allocate
     /// the same page.
-    pub fn ensure(&self, index: usize, base: u32) -> bool {
+    pub fn ensure(&self, index: usize, base: u32) -> Option<&Slot> {
         let (page, _) = locate(index);
-        let Some(entry) = self.directory.get(page) else {
-            return false;
-        };
+        let entry = self.directory.get(page)?;
         if entry.load(Ordering::Relaxed).is_null() {
             // Release: the slots' initial words are visible to whoever
             // loads the pointer with `Acquire`.
             entry.store(new_page(page_len(page), base), Ordering::Release);
         }
-        true
+        self.get(index)
     }
 
     /// The index of `slot`, if it is one of ours.
@@ -323,9 +321,9 @@ mod tests {
     fn pages_appear_when_ensured() {
         let pages = Pages::new();
         assert!(pages.get(0).is_none());
-        assert!(pages.ensure(70, 5));
+        let slot = pages.ensure(70, 5).unwrap();
         assert!(pages.get(0).is_none());
-        let slot = pages.get(70).unwrap();
+        assert!(std::ptr::eq(pages.get(70).unwrap(), slot));
         // Vacant, at generation 0 until the free list hands it out (at 5
         // under loom, whose pages are built slot by slot).
         let word = slot.state.load(Ordering::Relaxed);
