@@ -1,10 +1,12 @@
-//! Bytes each live handle costs, the value included: what the allocator
-//! handed out (*reserved*, counted by a counting global allocator) and what
-//! became resident in RAM (*resident*, the growth of the process's
-//! anonymous resident memory, `RssAnon` of `/proc/self/status`; Linux only).
+//! Bytes each live handle costs, the value included: the memory reserved
+//! for it (*reserved*: address space of the process's heap and anonymous
+//! mappings, `VmData` of `/proc/self/status` on Linux; elsewhere the bytes
+//! a counting global allocator handed out) and what became resident in RAM
+//! (*resident*, the growth of the process's anonymous resident memory,
+//! `RssAnon`; Linux only).
 //!
 //! The two differ by the part of the last page that no handle uses yet: it
-//! is allocated zeroed and never written, so it costs address space only.
+//! comes zeroed and is never written, so it costs address space only.
 //!
 //! `cargo run --release --example memory`. `tests/memory.rs` runs the same
 //! measurement and holds it to a loose bound.
@@ -52,8 +54,8 @@ static ALLOCATOR: Counting = Counting;
 
 /// What one measurement found, per live handle.
 pub struct Footprint {
-    /// Bytes per handle the allocator handed out, the value included:
-    /// slots, spare page capacity, and anything the value's type boxes.
+    /// Bytes per handle reserved, the value included: slots, spare page
+    /// capacity, and anything the value's type boxes.
     pub total: f64,
     /// Bytes per handle that became resident (`None` where the process's
     /// resident memory cannot be read: not Linux, or Miri).
@@ -63,22 +65,34 @@ pub struct Footprint {
     pub marginal: f64,
 }
 
-/// The process's anonymous resident memory in bytes (heap and mappings,
-/// not the binary's own file pages), where the OS tells.
-pub fn resident_bytes() -> Option<usize> {
+/// A size line of `/proc/self/status` in bytes, where the OS tells.
+fn status_bytes(field: &str) -> Option<usize> {
     if !cfg!(target_os = "linux") || cfg!(miri) {
         return None;
     }
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb = status
         .lines()
-        .find_map(|line| line.strip_prefix("RssAnon:"))?
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .strip_suffix("kB")?
         .trim()
         .parse::<usize>()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// The process's anonymous resident memory in bytes (heap and mappings,
+/// not the binary's own file pages), where the OS tells.
+pub fn resident_bytes() -> Option<usize> {
+    status_bytes("RssAnon")
+}
+
+/// The bytes reserved for the process's data: on Linux its heap and
+/// private mappings (`VmData`), which is where the registry's pages come
+/// from there; elsewhere what the counting allocator handed out.
+fn reserved_bytes() -> isize {
+    status_bytes("VmData").map_or_else(|| NET_BYTES.load(Relaxed), |b| b as isize)
 }
 
 /// Saves `n`, then `2n` values of `T` in a fresh registry and divides the
@@ -99,16 +113,16 @@ pub fn measure<T: Send + 'static>(n: usize, make: impl Fn(usize) -> T) -> Footpr
     std::hint::black_box(&mut handles);
     handles.clear();
     let resident_before = resident_bytes();
-    let before = NET_BYTES.load(Relaxed);
+    let before = reserved_bytes();
     for i in 0..n {
         handles.push(registry.save(make(i)));
     }
-    let at_n = NET_BYTES.load(Relaxed);
+    let at_n = reserved_bytes();
     let resident_at_n = resident_bytes();
     for i in n..2 * n {
         handles.push(registry.save(make(i)));
     }
-    let at_2n = NET_BYTES.load(Relaxed);
+    let at_2n = reserved_bytes();
     for p in handles {
         registry.unref(p).unwrap();
     }
@@ -141,9 +155,9 @@ const KINDS: [(&str, Run); 4] = [
 fn line(name: &str, f: &Footprint) -> String {
     let resident = f
         .resident
-        .map_or_else(|| "   n/a".to_string(), |r| format!("{r:6.1} B"));
+        .map_or_else(|| "   n/a".to_string(), |r| format!("{r:6.2} B"));
     format!(
-        "  {name:<18} {:6.1} B reserved, {resident} resident, {:6.1} B marginal",
+        "  {name:<18} {:6.2} B reserved, {resident} resident, {:6.2} B marginal",
         f.total, f.marginal
     )
 }

@@ -152,9 +152,9 @@ impl Shared {
     ///
     /// The slots are set here, under the lock and before any of these
     /// indices is in the list, rather than when their page is allocated:
-    /// a page comes zeroed from the allocator, and the slots not handed out
-    /// yet stay untouched, costing no resident memory (see
-    /// [`pages`](crate::pages)).
+    /// a page comes zeroed and untouched (see
+    /// [`page_memory`](crate::page_memory)), and the slots not handed out
+    /// yet stay untouched, costing no resident memory.
     fn grow(&mut self, pages: &Pages, base: u32, n: usize) {
         let fresh = self.next..(self.next + n).min(Layout::NATIVE.max_index() + 1);
         for index in fresh.clone() {

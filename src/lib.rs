@@ -78,6 +78,7 @@ pub mod lend;
 #[cfg(all(loom, test))]
 mod loom_tests;
 mod owned;
+mod page_memory;
 mod pages;
 pub mod panic;
 mod readers;

@@ -14,12 +14,12 @@
 //! each, so that spare capacity never exceeds one page however many handles
 //! are live: 64 bytes per handle plus at most one partly used page.
 //!
-//! That partly used page costs address space, not memory: a page is
-//! allocated zeroed (all-zero bytes are a vacant slot at generation 0), and
+//! That partly used page costs address space, not memory: a page comes
+//! zeroed and untouched (all-zero bytes are a vacant slot at generation 0;
+//! see [`page_memory`](crate::page_memory) for where it comes from), and
 //! only the free list writes a slot's word, when it first hands its index
-//! out (see [`free`](crate::free)). A large zeroed allocation is fresh
-//! pages of the OS that nobody writes, so the slots past the high-water
-//! mark are never resident. Reading one (`check` of a forged handle, the
+//! out (see [`free`](crate::free)), so the slots past the high-water mark
+//! are never resident. Reading one (`check` of a forged handle, the
 //! leak report, a registry's drop) maps the shared zero page; a forged
 //! handle given to `restore`, `restore_ref`, `take` or `unref` makes the
 //! one OS page it names resident, since their compare-exchange is a write
@@ -28,6 +28,7 @@
 //! word as for Vacant(`base`): the index was never handed out.
 
 use crate::handle::Layout;
+use crate::page_memory::{free_page, new_page};
 use crate::slot::Slot;
 use crate::sync::atomic::Ordering;
 use crate::sync::unmodelled::AtomicPtr;
@@ -104,7 +105,7 @@ impl Pages {
     }
 
     /// Allocates the page holding `index` if needed, its slots vacant (at
-    /// generation 0, or `base` under loom: see [`new_page`]).
+    /// generation 0, or `base` under loom: see [`page_memory`](crate::page_memory)).
     /// Returns the slot at `index`, or `None` when `index` is past every
     /// page. The caller sets each index's word to `base` before handing it
     /// out ([`Slot::set_fresh`]).
@@ -155,111 +156,6 @@ impl Drop for Pages {
             }
         }
     }
-}
-
-/// The layout of a page of `len` slots.
-///
-/// Word-aligned, not slot-aligned, with room to align the slots by hand:
-/// the system allocator serves `alloc_zeroed` with `calloc` (fresh, untouched
-/// pages of the OS for a large size) only up to its minimum alignment, and
-/// otherwise allocates and writes zeros over the whole block. The pointer
-/// the allocator returned is kept in the word before the first slot.
-#[cfg(not(all(loom, test)))]
-fn page_layout(len: usize) -> std::alloc::Layout {
-    use std::mem::{align_of, size_of};
-    let bytes = len
-        .checked_mul(size_of::<Slot>())
-        .and_then(|b| b.checked_add(align_of::<Slot>() + size_of::<usize>()))
-        .expect("a page's size fits in usize");
-    std::alloc::Layout::from_size_align(bytes, align_of::<usize>())
-        .expect("a page's size fits in isize")
-}
-
-/// How far past the allocation its first slot is: at least a word (for
-/// the stored pointer), and slot-aligned.
-#[cfg(not(all(loom, test)))]
-fn page_pad(raw: *mut u8) -> usize {
-    let addr = raw.addr();
-    (addr + std::mem::size_of::<usize>()).next_multiple_of(std::mem::align_of::<Slot>()) - addr
-}
-
-/// A page of `len` vacant slots, allocated zeroed (see the module notes):
-/// a zero word is Vacant(0), and the free list sets each index's word to
-/// the registry's `base` when it first hands it out. (`base` serves the
-/// loom build only.)
-#[cfg(not(all(loom, test)))]
-fn new_page(len: usize, _base: u32) -> *mut Slot {
-    let layout = page_layout(len);
-    // SAFETY: `layout` has a nonzero size (at least the pad).
-    let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-    if raw.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    let pad = page_pad(raw);
-    // SAFETY: `pad` is at most a word plus a slot's alignment, and
-    // `page_layout` reserved that much before the `len` slots.
-    let first = unsafe { raw.add(pad) };
-    // SAFETY: the word before `first` is in the allocation (`pad` is at
-    // least a word) and word-aligned (`first` is slot-aligned); it is
-    // nobody's but ours. It lies on the page's first OS page, whose slots
-    // are the first ones handed out anyway.
-    unsafe {
-        first
-            .sub(std::mem::size_of::<usize>())
-            .cast::<*mut u8>()
-            .write(raw)
-    };
-    // All-zero bytes are a valid `Slot`, so these `len` slots are
-    // initialised, field by field: `state` is an `AtomicUsize`, which has
-    // the layout of a `usize` (zero: Vacant(0)); `vtable` and `site` are
-    // `AtomicPtr`s, with the layout of a raw pointer (zero: null, "no
-    // value", as `Slot::vacant` writes); `value` is a `sync::UnsafeCell`
-    // (in this build a struct whose one field is a `std::cell::UnsafeCell`,
-    // which has its content's layout) of a `MaybeUninit`, valid with any
-    // bytes. No field has a niche or an invariant that zero breaks, and
-    // `Slot` has no padding (three words, then 64 - 3 words of storage).
-    first.cast::<Slot>()
-}
-
-/// Frees a page of `new_page`.
-///
-/// # Safety
-/// `first` came from `new_page(len, _)` and nothing refers to the page.
-#[cfg(not(all(loom, test)))]
-unsafe fn free_page(first: *mut Slot, len: usize) {
-    // Slots have no drop glue (values are dropped by the registry).
-    const { assert!(!std::mem::needs_drop::<Slot>()) };
-    // SAFETY: `new_page` stored the allocation's pointer in the word
-    // before the first slot, and allocated it with this layout.
-    unsafe {
-        let raw = first
-            .cast::<u8>()
-            .sub(std::mem::size_of::<usize>())
-            .cast::<*mut u8>()
-            .read();
-        std::alloc::dealloc(raw, page_layout(len));
-    }
-}
-
-/// Under the model the atomics and the cell are loom's, which hold
-/// bookkeeping that zeroed memory is not: every slot is built, at
-/// generation `base` (which the free list stores again when it hands the
-/// index out: harmless).
-#[cfg(all(loom, test))]
-fn new_page(len: usize, base: u32) -> *mut Slot {
-    let slots: Box<[Slot]> = (0..len).map(|_| Slot::vacant(base)).collect();
-    Box::into_raw(slots).cast::<Slot>()
-}
-
-/// Frees a page of `new_page`.
-///
-/// # Safety
-/// `first` came from `new_page(len, _)` and nothing refers to the page.
-#[cfg(all(loom, test))]
-unsafe fn free_page(first: *mut Slot, len: usize) {
-    let slice = std::ptr::slice_from_raw_parts_mut(first, len);
-    // SAFETY: made by `Box::into_raw` of a slice of this length.
-    drop(unsafe { Box::from_raw(slice) });
 }
 
 #[cfg(test)]

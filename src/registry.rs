@@ -1137,7 +1137,7 @@ impl Registry {
     #[cold]
     fn refusal(&self, _ptr: *mut c_void, seen: usize, generation: u32) -> Error {
         // A slot never handed out may still be all zero (Vacant(0), see
-        // `pages::new_page`): it stands for Vacant(base), as every slot
+        // `page_memory`): it stands for Vacant(base), as every slot
         // handed out is at `base` or later, so that a handle of an earlier
         // registry with this id stays `Stale` there.
         let current = slot::generation(seen).max(self.base);
@@ -1491,7 +1491,7 @@ impl Drop for Registry {
         // and orphans of guards that were forgotten.
         let mut panic = None;
         let mut next_base = u64::from(self.base);
-        // Slots never handed out may read as Vacant(0) (`pages::new_page`):
+        // Slots never handed out may read as Vacant(0) (`page_memory`):
         // they add at most 1, and a page exists only once `grow` set some
         // of its slots to `base` (or later), which add at least `base + 1`.
         // Reading them maps the OS's shared zero page, not fresh memory.

@@ -291,7 +291,7 @@ pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 #[cfg(not(all(loom, test)))]
 impl<T> UnsafeCell<T> {
     /// Used by `Slot::vacant` only: pages are otherwise zeroed (see
-    /// `pages::new_page`).
+    /// `page_memory`).
     #[cfg(any(test, loom))]
     pub const fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))

@@ -12,6 +12,15 @@ fn bytes_per_live_handle_stay_small() {
     // First in this process, so that the resident figure is meaningful
     // (see `measure`); at 10^6 handles, the size the target names.
     let f = memory::measure(1_000_000, |i| i as u64);
+    let f40 = memory::measure(100_000, |i| [i as u8; 40]);
+    // The figures describe the registry only with the system's allocator:
+    // under valgrind (which preloads its own, whose heap and shadow memory
+    // count as the process's data and are resident too: CI measured 231 B
+    // resident, 188 B reserved) or another preloaded allocator they say
+    // nothing about it. The measurement still runs, for valgrind's checks.
+    if std::env::var_os("LD_PRELOAD").is_some_and(|v| !v.is_empty()) {
+        return;
+    }
     // A 64-byte slot per handle (the value inline), plus at most one
     // partly used page. Loose: this guards against regressions such as an
     // extra allocation per handle, not against a few bytes.
@@ -23,24 +32,30 @@ fn bytes_per_live_handle_stay_small() {
         f.total
     );
     // The unused tail of the last page is never touched: resident, a
-    // handle costs its slot, plus one OS page of the allocator's per
-    // 1 MiB page (0.25 B). `None` where the OS does not tell. Only with
-    // the system's allocator: under valgrind (which preloads its own, and
-    // whose shadow memory is resident too: CI measured 231 B) or another
-    // preloaded allocator the figure says nothing about the registry.
-    let preloaded = std::env::var_os("LD_PRELOAD").is_some_and(|v| !v.is_empty());
-    if let Some(resident) = f.resident.filter(|_| !preloaded) {
-        assert!(resident <= 64.5, "{resident} B resident per handle");
+    // handle costs its slot and nothing else where pages are mapped from
+    // the OS (64-bit Linux on x86_64 and aarch64: 64.00 B, plus a fixed OS
+    // page or so), and one OS page of the allocator's header per 1 MiB page
+    // (0.25 B) where they come from the allocator. `None` where the OS
+    // does not tell.
+    let bound = if cfg!(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )) {
+        64.05
+    } else {
+        64.5
+    };
+    if let Some(resident) = f.resident {
+        assert!(resident <= bound, "{resident} B resident per handle");
         assert!(
             resident >= 32.0,
             "{resident} B resident per handle: measured nothing?"
         );
     }
     // 40 bytes still fit in the slot.
-    let f = memory::measure(100_000, |i| [i as u8; 40]);
     assert!(
-        f.marginal <= 64.5,
+        f40.marginal <= 64.5,
         "{} B per further 40-byte value",
-        f.marginal
+        f40.marginal
     );
 }
