@@ -8,10 +8,17 @@
 //!
 //! * **The OS** (64-bit Linux on x86_64 and aarch64): an anonymous private
 //!   `mmap` of exactly the page's bytes. It is page-aligned (so
-//!   slot-aligned), zero, and untouched until written. Every page is a
-//!   whole number of 4 KiB OS pages (64 slots of 64 bytes at least), so
-//!   nothing but slots is ever resident: no allocator header, no padding.
-//!   This is what makes a live handle cost 64 bytes of RAM and no more.
+//!   slot-aligned), zero, and untouched until written. With 4 KiB OS pages
+//!   (x86_64 always; most aarch64 kernels) every page is a whole number of
+//!   them (64 slots of 64 bytes at least), so nothing but slots is ever
+//!   resident: no allocator header, no padding. This is what makes a live
+//!   handle cost 64 bytes of anonymous resident memory (`RssAnon`; the
+//!   kernel's page tables add 8 bytes per 4 KiB, which it counts apart).
+//!   On an aarch64 kernel with 16 or 64 KiB pages, the first, smaller pages
+//!   each round up to one OS page once touched (a fixed cost, not one per
+//!   handle). With transparent huge pages set to `always` (not the usual
+//!   `madvise`), the kernel may back a range of pages with 2 MiB ones, and
+//!   the untouched tail of the last page then becomes resident with them.
 //! * **The allocator** (elsewhere, and under Miri): `alloc_zeroed` with
 //!   room to align the slots by hand. A large zeroed allocation is fresh
 //!   pages too, but the allocator's header puts the last slot of each
@@ -45,6 +52,7 @@ const _: () = {
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_pointer_width = "64",
     not(miri),
     not(all(loom, test))
 ))]
@@ -53,7 +61,9 @@ mod source {
     use std::ffi::{c_int, c_long, c_void};
 
     // The C library's own declarations (std links it already); `off_t` is
-    // `long` on these 64-bit Linux targets, for glibc and musl alike.
+    // `long` on these 64-bit Linux targets, for glibc and musl alike (the
+    // `target_pointer_width` keeps out x32 and aarch64 ILP32, whose `long`
+    // is 32 bits).
     unsafe extern "C" {
         fn mmap(
             addr: *mut c_void,
@@ -91,7 +101,10 @@ mod source {
                 0,
             )
         };
-        // `MAP_FAILED` is `(void*)-1`.
+        // `MAP_FAILED` is `(void*)-1`. Null is not an answer `mmap` gives
+        // without `MAP_FIXED` unless the system lets processes map page
+        // zero (`vm.mmap_min_addr` = 0); refusing it then only leaks that
+        // one mapping, while a null page would read as "no page".
         if first.addr() == usize::MAX || first.is_null() {
             // Out of address space, or a refusal (a limit): what the
             // allocator's path would report too.
@@ -123,6 +136,7 @@ mod source {
     not(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_pointer_width = "64",
         not(miri)
     )),
     not(all(loom, test))

@@ -350,8 +350,9 @@ pub(crate) fn orphaned_generation(word: usize) -> u32 {
 impl Slot {
     /// An empty slot at generation `g`. (Not `const`: loom's atomics are
     /// not, see [`sync`](crate::sync).) Outside the model and the unit
-    /// tests, pages are zeroed instead (see [`pages`](crate::pages)).
-    #[cfg(any(test, loom))]
+    /// tests, pages are zeroed instead (see
+    /// [`page_memory`](crate::page_memory)).
+    #[cfg(test)]
     pub fn vacant(g: u32) -> Slot {
         Slot {
             state: AtomicUsize::new(at(g)),

@@ -292,7 +292,7 @@ pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 impl<T> UnsafeCell<T> {
     /// Used by `Slot::vacant` only: pages are otherwise zeroed (see
     /// `page_memory`).
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub const fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))
     }
