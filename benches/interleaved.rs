@@ -18,7 +18,11 @@
 //!
 //! The same method gives the two-thread scaling figures: one thread and
 //! two threads run the same loop alternately, and each round yields its
-//! own scaling.
+//! own scaling. Two baselines run beside the registry's loops: raw derefs,
+//! the machine's ceiling, and a bare lock word taken and released on each
+//! thread's own line, which is what `restore` does to a slot without the
+//! registry: if that scales and `restore` does not, the registry is the
+//! cause.
 //!
 //! `cargo bench --bench interleaved` (the demo library of `native/` and
 //! the thread scaling), plus `--features bench-expat` for expat (system
@@ -200,6 +204,7 @@ mod expat {
 /// `2 × t(1 thread) ÷ t(2 threads)` (each thread doing the same count).
 mod threads {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Barrier;
 
     /// Operations per thread per sample of a registry loop: about 20 ms,
@@ -211,6 +216,16 @@ mod threads {
     /// A `u64` alone on a pair of cache lines (x86 prefetches lines in pairs).
     #[repr(align(128))]
     struct Line(u64);
+
+    /// A lock word and a counter alone on a pair of lines: what `restore`
+    /// and its release do to a slot's line (two locked instructions), with
+    /// no registry around them.
+    #[repr(align(128))]
+    #[derive(Default)]
+    struct LockedLine {
+        state: AtomicU64,
+        value: AtomicU64,
+    }
 
     /// One thread's loop, given its number.
     type Work<'a> = dyn Fn(usize) + Sync + 'a;
@@ -244,6 +259,23 @@ mod threads {
         let boxes: Vec<usize> = (0..2)
             .map(|_| Box::into_raw(Box::new(Line(0))).expose_provenance())
             .collect();
+        let locked: Vec<LockedLine> = (0..2).map(|_| LockedLine::default()).collect();
+        let locked = |t: usize| {
+            let line = black_box(&locked[t]);
+            for _ in 0..OPS {
+                if line
+                    .state
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let v = line.value.load(Ordering::Relaxed);
+                    line.value.store(v + 1, Ordering::Relaxed);
+                    let _ = line
+                        .state
+                        .compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
+                }
+            }
+        };
         let distinct = |t: usize| {
             let p = std::ptr::without_provenance_mut(handles[t]);
             for _ in 0..OPS {
@@ -263,8 +295,9 @@ mod threads {
                 unsafe { (*black_box(raw)).0 += 1 }
             }
         };
-        let kinds: [(&str, &Work<'_>, u64); 3] = [
+        let kinds: [(&str, &Work<'_>, u64); 4] = [
             ("deref distinct boxes (raw baseline)", &raw, RAW_OPS),
+            ("two locked ops, own line (no registry)", &locked, OPS),
             ("restore distinct handles", &distinct, OPS),
             ("restore_ref one shared handle", &same, OPS),
         ];
