@@ -1,6 +1,7 @@
-//! End-to-end ratios measured interleaved: every variant of a parse runs
-//! once per round, in an order that rotates from round to round, and each
-//! round yields its own ratio to the raw-pointer baseline of that round.
+//! Ratios measured interleaved: every variant of a parse (or of a C loop)
+//! runs once per round, in an order that rotates from round to round, and
+//! each round yields its own ratio to the raw-pointer baseline of that
+//! round.
 //!
 //! Why beside criterion: criterion measures one variant after another, for
 //! seconds each, so a change in the machine's state between two of them
@@ -24,16 +25,21 @@
 //! registry: if that scales and `restore` does not, the registry is the
 //! cause.
 //!
-//! `cargo bench --bench interleaved` (the demo library of `native/` and
-//! the thread scaling), plus `--features bench-expat` for expat (system
-//! libexpat, Debian's `libexpat1-dev`). `ROUNDS=n` sets the number of
-//! rounds (default 100; the thread rounds are half as many).
+//! `cargo bench --bench interleaved` (one callback through the demo
+//! library's tight C loop, then its parse, then the thread scaling), plus
+//! `--features bench-expat` for expat (system libexpat, Debian's
+//! `libexpat1-dev`). `ROUNDS=n` sets the number of rounds (default 100;
+//! the thread rounds are half as many).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use handle_registry::Registry;
 
+// Shared with `benches/callbacks.rs`; its `Visitor` is not used here.
+#[allow(dead_code)]
+#[path = "common/mod.rs"]
+mod common;
 #[path = "common/parses.rs"]
 mod parses;
 use parses::ITEMS;
@@ -59,7 +65,18 @@ impl<'a> Variant<'a> {
 /// a warm-up, and prints each one's median time and its ratio to the
 /// baseline: the median of the per-round ratios, with their 10th and 90th
 /// percentiles.
-fn compare(title: &str, rounds: usize, mut variants: Vec<Variant<'_>>) {
+fn compare(title: &str, rounds: usize, variants: Vec<Variant<'_>>) {
+    compare_per(title, rounds, ITEMS, "items per parse", variants)
+}
+
+/// [`compare`] for samples of `items` of what `what` names.
+fn compare_per(
+    title: &str,
+    rounds: usize,
+    items: usize,
+    what: &str,
+    mut variants: Vec<Variant<'_>>,
+) {
     for v in &mut variants {
         for _ in 0..3 {
             (v.run)();
@@ -74,7 +91,7 @@ fn compare(title: &str, rounds: usize, mut variants: Vec<Variant<'_>>) {
             v.times.push(start.elapsed());
         }
     }
-    println!("\n{title}: {rounds} interleaved rounds, {ITEMS} items per parse");
+    println!("\n{title}: {rounds} interleaved rounds, {items} {what}");
     println!(
         "{:<34} {:>10} {:>8} {:>9} {:>17}",
         "variant", "median", "ns/item", "ratio", "p10–p90 of ratio"
@@ -96,10 +113,71 @@ fn compare(title: &str, rounds: usize, mut variants: Vec<Variant<'_>>) {
             "{:<34} {:>8.3}ms {:>8.1} {:>8.3}× {:>8.3}–{:.3}",
             v.name,
             median.as_secs_f64() * 1e3,
-            median.as_secs_f64() * 1e9 / ITEMS as f64,
+            median.as_secs_f64() * 1e9 / items as f64,
             at(0.5),
             at(0.1),
             at(0.9),
+        );
+    }
+}
+
+/// One callback per item through the demo library's tight C loop
+/// (`traverse_bench_start`), with the callbacks of `benches/callbacks.rs`
+/// and `benches/instructions.sh` (`common/mod.rs`): the per-callback cost,
+/// measured like the parses, each round against its own raw pointer.
+mod per_callback {
+    use super::*;
+    use crate::common::{direct_start, registry_start, scoped_start};
+    use handle_registry::demo::ffi;
+    use std::ffi::c_void;
+
+    /// Callbacks per sample: some 0.5–2 ms, long against the clock.
+    const CALLS: usize = 200_000;
+
+    fn run_c(start: ffi::StartCallbackFn, user_data: *mut c_void) {
+        let cbs = ffi::Callbacks { start, end: None };
+        // SAFETY: every callback used here accepts the `user_data` given
+        // with it (the registry's accept any), and C calls back on this
+        // thread before returning.
+        unsafe { ffi::traverse_bench_start(cbs, user_data, black_box(CALLS as i64)) };
+    }
+
+    pub fn run(rounds: usize) {
+        let registry = Registry::global();
+        let all = (CALLS * (CALLS - 1) / 2) as i64;
+        let direct = || {
+            let mut sum = 0i64;
+            run_c(Some(direct_start), (&raw mut sum).cast());
+            assert_eq!(black_box(sum), all);
+        };
+        compare_per(
+            "per callback through C (native/traverse.c's tight loop)",
+            rounds,
+            CALLS,
+            "callbacks per sample",
+            vec![
+                Variant::new("direct pointer", direct),
+                Variant::new("direct pointer (A/A control)", direct),
+                Variant::new("registry restore", || {
+                    let p = registry.save(0i64);
+                    run_c(Some(registry_start), p);
+                    assert_eq!(black_box(registry.take::<i64>(p)), Ok(all));
+                }),
+                Variant::new("registry restore inside lend", || {
+                    let p = registry.save(0i64);
+                    registry
+                        .lend::<i64, _>(p, || run_c(Some(registry_start), p))
+                        .unwrap();
+                    assert_eq!(black_box(registry.take::<i64>(p)), Ok(all));
+                }),
+                Variant::new("registry scope + with", || {
+                    let mut sum = 0i64;
+                    registry
+                        .scope(&mut sum, |p| run_c(Some(scoped_start), p))
+                        .unwrap();
+                    assert_eq!(black_box(sum), all);
+                }),
+            ],
         );
     }
 }
@@ -358,6 +436,7 @@ fn main() {
         Err(_) if benching => 100,
         Err(_) => 1,
     };
+    per_callback::run(rounds);
     demo::run(rounds);
     #[cfg(feature = "bench-expat")]
     expat::run(rounds);
