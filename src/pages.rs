@@ -113,14 +113,20 @@ impl Pages {
     /// Only called under the free list's lock, so no two threads allocate
     /// the same page.
     pub fn ensure(&self, index: usize, base: u32) -> Option<&Slot> {
-        let (page, _) = locate(index);
+        let (page, offset) = locate(index);
         let entry = self.directory.get(page)?;
-        if entry.load(Ordering::Relaxed).is_null() {
+        let mut first = entry.load(Ordering::Relaxed);
+        if first.is_null() {
+            first = new_page(page_len(page), base);
             // Release: the slots' initial words are visible to whoever
             // loads the pointer with `Acquire`.
-            entry.store(new_page(page_len(page), base), Ordering::Release);
+            entry.store(first, Ordering::Release);
         }
-        self.get(index)
+        // SAFETY: as in `get`. `Relaxed` is enough for the load above:
+        // entries are written only under the free list's lock, which we
+        // hold, so the lock orders every earlier write of this entry (and
+        // of its page's slots) before it.
+        Some(unsafe { &*first.add(offset) })
     }
 
     /// The index of `slot`, if it is one of ours.
