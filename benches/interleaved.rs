@@ -144,7 +144,7 @@ mod per_callback {
 
     pub fn run(rounds: usize) {
         let registry = Registry::global();
-        let all = (CALLS * (CALLS - 1) / 2) as i64;
+        let all = CALLS as i64 * (CALLS as i64 - 1) / 2;
         let direct = || {
             let mut sum = 0i64;
             run_c(Some(direct_start), (&raw mut sum).cast());
