@@ -19,11 +19,14 @@
 //!
 //! The same method gives the two-thread scaling figures: one thread and
 //! two threads run the same loop alternately, and each round yields its
-//! own scaling. Two baselines run beside the registry's loops: raw derefs,
-//! the machine's ceiling, and a bare lock word taken and released on each
-//! thread's own line, which is what `restore` does to a slot without the
-//! registry: if that scales and `restore` does not, the registry is the
-//! cause.
+//! own scaling. Three baselines run beside the registry's loops: raw
+//! derefs, the machine's ceiling; a bare lock word taken and released on
+//! each thread's own line, which is what `restore` does to a slot without
+//! the registry; and the same lock word followed by register-only
+//! arithmetic of about `restore`'s instruction count, which touches no
+//! more memory than the bare lock word. If the last one scales like
+//! `restore`, the shortfall below the bare lock word is what this machine
+//! gives for that much work per operation, not a line the registry shares.
 //!
 //! `cargo bench --bench interleaved` (one callback through the demo
 //! library's tight C loop, then its parse, then the thread scaling), plus
@@ -305,6 +308,45 @@ mod threads {
         value: AtomicU64,
     }
 
+    impl LockedLine {
+        /// Takes the lock word, adds one to the counter, releases the word.
+        #[inline(always)]
+        fn lock_add_unlock(&self) {
+            if self
+                .state
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                let v = self.value.load(Ordering::Relaxed);
+                self.value.store(v + 1, Ordering::Relaxed);
+                let _ = self
+                    .state
+                    .compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Register-only work of about the instructions `restore` adds to a
+    /// bare lock word (81 per callback against some 12, see
+    /// `benches/instructions.sh`): four independent xorshift chains of
+    /// three steps, 72 instructions. Each chain shifts by its own amounts, so
+    /// the compiler neither folds nor vectorizes them. On the machine of
+    /// BENCHMARKS.md the loop takes some 13 ns per operation on one thread,
+    /// `restore` 8 to 11; one chain of twelve steps took 26.
+    #[inline(always)]
+    fn xorshift_rounds(x: [u64; 4]) -> [u64; 4] {
+        const SHIFTS: [(u32, u32, u32); 4] = [(13, 7, 17), (11, 5, 19), (9, 15, 21), (7, 11, 25)];
+        let mut x = x;
+        for _ in 0..3 {
+            for (x, (a, b, c)) in x.iter_mut().zip(SHIFTS) {
+                *x ^= *x << a;
+                *x ^= *x >> b;
+                *x ^= *x << c;
+            }
+        }
+        x
+    }
+
     /// One thread's loop, given its number.
     type Work<'a> = dyn Fn(usize) + Sync + 'a;
 
@@ -337,22 +379,21 @@ mod threads {
         let boxes: Vec<usize> = (0..2)
             .map(|_| Box::into_raw(Box::new(Line(0))).expose_provenance())
             .collect();
-        let locked: Vec<LockedLine> = (0..2).map(|_| LockedLine::default()).collect();
+        let lines: Vec<LockedLine> = (0..2).map(|_| LockedLine::default()).collect();
         let locked = |t: usize| {
-            let line = black_box(&locked[t]);
+            let line = black_box(&lines[t]);
             for _ in 0..OPS {
-                if line
-                    .state
-                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let v = line.value.load(Ordering::Relaxed);
-                    line.value.store(v + 1, Ordering::Relaxed);
-                    let _ = line
-                        .state
-                        .compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
-                }
+                line.lock_add_unlock();
             }
+        };
+        let locked_and_arithmetic = |t: usize| {
+            let line = black_box(&lines[t]);
+            let mut x = black_box([t as u64 + 1, 2, 3, 4]);
+            for _ in 0..OPS {
+                line.lock_add_unlock();
+                x = xorshift_rounds(x);
+            }
+            black_box(x);
         };
         let distinct = |t: usize| {
             let p = std::ptr::without_provenance_mut(handles[t]);
@@ -373,9 +414,14 @@ mod threads {
                 unsafe { (*black_box(raw)).0 += 1 }
             }
         };
-        let kinds: [(&str, &Work<'_>, u64); 4] = [
+        let kinds: [(&str, &Work<'_>, u64); 5] = [
             ("deref distinct boxes (raw baseline)", &raw, RAW_OPS),
             ("two locked ops, own line (no registry)", &locked, OPS),
+            (
+                "the same + restore-sized arithmetic",
+                &locked_and_arithmetic,
+                OPS,
+            ),
             ("restore distinct handles", &distinct, OPS),
             ("restore_ref one shared handle", &same, OPS),
         ];
