@@ -187,18 +187,20 @@ impl Registry {
     /// assert!(r.is_empty());
     /// ```
     pub fn try_new() -> Result<Registry, Error> {
-        let (id, base) = {
-            let mut pool = IDS.lock();
-            if let Some(reused) = pool.free.pop() {
-                reused
-            } else if pool.next <= LAYOUT.max_registry() {
-                pool.next += 1;
-                (pool.next - 1, 0)
-            } else {
-                return Err(Error::TooManyRegistries);
-            }
+        let mut pool = IDS.lock();
+        let (id, base) = if let Some(reused) = pool.free.pop() {
+            reused
+        } else if pool.next <= LAYOUT.max_registry() {
+            pool.next += 1;
+            (pool.next - 1, 0)
+        } else {
+            return Err(Error::TooManyRegistries);
         };
+        // Under the pool's lock, so that holding it keeps every dead id
+        // dead (the tests rely on it to tell `Invalid` from
+        // `WrongRegistry` while other tests create registries).
         set_live(id, true);
+        drop(pool);
         Ok(Registry::with_id(id, base))
     }
 
