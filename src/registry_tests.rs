@@ -522,7 +522,8 @@ fn a_stack_or_heap_address_is_invalid_not_another_registry() {
 /// Runs `f` while no registry can be created, so that an id `f` sees dead
 /// stays dead until it returns: other tests run at the same time and take
 /// ids, and one taken between a test's look at `is_live` and its lookup
-/// turned the expected `Invalid` into `WrongRegistry` (1 run in 40).
+/// turned the expected `Invalid` into `WrongRegistry` (9 runs of the lib
+/// tests in 200).
 fn with_no_registry_created(f: impl FnOnce()) {
     let _pool = IDS.lock();
     f();
