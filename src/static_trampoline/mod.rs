@@ -73,8 +73,11 @@
 //!    for calls in flight on other threads; then stores `FREE`. Only then
 //!    can the slot be claimed again. If the releasing thread is itself
 //!    inside a call of that closure (the closure dropped its own guard),
-//!    the registry answers `Busy` and the entry is unreffed instead: it is
-//!    freed when that call returns.
+//!    the entry is unreffed instead: it is freed when that call returns.
+//!    Each call records itself on a thread-local stack for that question,
+//!    which the registry's owner ids cannot answer: a thread in
+//!    thread-local teardown may share its id with another thread, and the
+//!    releaser must still wait for that thread's call.
 //! 5. **Only this module removes entries.** The registry is private, so no
 //!    code elsewhere can `unref` an entry under a running call. That is
 //!    what lets [`Pool::scope`] accept closures that borrow local state:

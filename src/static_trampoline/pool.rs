@@ -1,6 +1,7 @@
 //! The pool: slot words, the trampolines' dispatch, and the guard.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -12,7 +13,7 @@ use super::signature::{SafeSignature, Signature};
 use crate::panic::PanicCarrier;
 use crate::sync::atomic::Ordering;
 use crate::sync::unmodelled::AtomicUsize;
-use crate::{Error, Registry};
+use crate::Registry;
 
 /// The largest pool [`static_callbacks!`](crate::static_callbacks) accepts.
 ///
@@ -71,6 +72,55 @@ impl<F: Signature> Drop for Entry<F> {
             drop_quietly(payload);
         }
     }
+}
+
+/// One call of a closure in progress on this thread: a node of a linked
+/// stack that lives in [`Pool::call`]'s frame.
+struct InCall {
+    handle: usize,
+    prev: *const InCall,
+}
+
+std::thread_local! {
+    /// The innermost call in progress on this thread. No destructor, so it
+    /// is readable at any point of the thread's life, thread-local
+    /// teardown included: [`Pool::release`] must tell "this thread is
+    /// inside a call" from "another thread is", and the owner ids cannot
+    /// (a thread in teardown may share one with another thread).
+    static CALLS: Cell<*const InCall> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Pushes a call on this thread's stack for as long as it lives.
+struct Calling<'a>(&'a InCall);
+
+impl<'a> Calling<'a> {
+    fn push(frame: &'a InCall) -> Self {
+        CALLS.with(|top| top.set(frame));
+        Calling(frame)
+    }
+}
+
+impl Drop for Calling<'_> {
+    fn drop(&mut self) {
+        CALLS.with(|top| top.set(self.0.prev));
+    }
+}
+
+/// Whether this thread is inside a call of the entry `handle`.
+fn in_call(handle: usize) -> bool {
+    let mut at = CALLS.with(Cell::get);
+    while !at.is_null() {
+        // SAFETY: every pointer on the stack is an `InCall` in a live frame
+        // of `Pool::call` on this thread: `Calling` pops it before the
+        // frame ends (it is dropped on return and on unwind), and the
+        // stack is thread-local.
+        let frame = unsafe { &*at };
+        if frame.handle == handle {
+            return true;
+        }
+        at = frame.prev;
+    }
+    false
 }
 
 /// A handle as the slot word stores it, and back.
@@ -390,6 +440,12 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         // Stale (released meanwhile) or Busy (re-entered on this thread):
         // both are answered with the fallback.
         let mut entry = REGISTRY.restore::<Entry<F>>(handle_ptr(word)).ok()?;
+        let frame = InCall {
+            handle: word,
+            prev: CALLS.with(Cell::get),
+        };
+        // Popped before `entry` releases the borrow (declared after it).
+        let _calling = Calling::push(&frame);
         let Entry { callback, carrier } = &mut *entry;
         let callback = callback.as_mut()?;
         // Dropping `entry` cannot unwind: see `Entry`'s `Drop`.
@@ -419,20 +475,27 @@ impl<F: Signature, const N: usize> Pool<F, N> {
     /// panic caught in its calls, if any. Waits for calls in flight on
     /// other threads.
     fn release(&self, slot: usize, handle: usize, scoped: bool) -> Option<Box<dyn Any + Send>> {
-        let taken = REGISTRY.take::<Entry<F>>(handle_ptr(handle));
-        let entry = match taken {
-            Ok(entry) => Some(entry),
+        let entry = if in_call(handle) {
             // This thread is inside one of the closure's calls (the closure
             // released its own guard): the entry is freed when that call
-            // ends. A scoped closure can never get here (see `scope`), but
-            // if it did, returning would let a borrow outlive its scope.
-            Err(Error::Busy) if !scoped => {
-                let _ = REGISTRY.unref(handle_ptr(handle));
-                None
+            // ends. A scoped closure can never get here: `scope` saved the
+            // entry after entering, and releases it after `body` ended, so
+            // no call of it on this thread can be in progress below either
+            // frame. If it did, returning would let a borrow outlive its
+            // scope.
+            if scoped {
+                std::process::abort();
             }
-            Err(_) if scoped => std::process::abort(),
-            // Only `release` removes entries, once per guard.
-            Err(_) => None,
+            let _ = REGISTRY.unref(handle_ptr(handle));
+            None
+        } else {
+            // Every borrow of the entry is another thread's call: wait for
+            // it. `reclaim`, not `take`: a thread in thread-local teardown
+            // may share this thread's owner id, and `take` would answer
+            // `Busy` for its call instead of waiting.
+            // `Err` only for a stale handle, and only `release` removes
+            // entries, once per guard.
+            REGISTRY.reclaim::<Entry<F>>(handle_ptr(handle)).ok()
         };
         // After the handle went stale: a call that still reads it does
         // nothing, and the next owner's handle differs from it.
