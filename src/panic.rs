@@ -141,6 +141,17 @@ impl PanicCarrier {
     }
 }
 
+/// A payload nobody took is dropped without unwinding: its `Drop` may
+/// panic, and a carrier is often dropped while a panic unwinds (a scope's
+/// body panicked after a callback did), where a second panic aborts.
+impl Drop for PanicCarrier {
+    fn drop(&mut self) {
+        if let Some(payload) = self.take() {
+            drop_payload(payload);
+        }
+    }
+}
+
 impl fmt::Debug for PanicCarrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PanicCarrier")
@@ -223,5 +234,20 @@ mod tests {
         }))
         .expect("catch must not unwind");
         assert_eq!(message(&*c.take().unwrap()), Some("first"));
+    }
+
+    #[test]
+    fn a_carrier_dropped_while_unwinding_drops_its_payload_quietly() {
+        // Without the carrier's own `Drop`, the payload's panic would
+        // start while the body's unwinds: an abort.
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            let c = PanicCarrier::new();
+            c.catch(|| std::panic::panic_any(NestedPanic(2)));
+            panic!("the body");
+        }));
+        assert_eq!(message(&*caught.unwrap_err()), Some("the body"));
+        let c = PanicCarrier::new();
+        c.catch(|| std::panic::panic_any(NestedPanic(2)));
+        drop(c); // and outside unwinding, it does not panic either
     }
 }

@@ -119,6 +119,37 @@ fn a_panic_is_carried_and_resumed_when_the_scope_returns() {
 }
 
 #[test]
+fn a_payload_that_panics_when_dropped_never_aborts_a_panicking_body() {
+    // The callback's payload is left in the scope's carrier when the body
+    // panics too; dropping it there used to start a second panic during
+    // the body's unwind: an abort.
+    struct PanicsWhenDropped;
+    impl Drop for PanicsWhenDropped {
+        fn drop(&mut self) {
+            panic!("the payload's drop");
+        }
+    }
+    let r = Registry::new();
+    let body = |p| {
+        let e = r.with(p, |_: &mut u32| std::panic::panic_any(PanicsWhenDropped));
+        assert_eq!(e, Err(Error::Panicked));
+        panic!("the body");
+    };
+    let (mut pinned, mut sent) = (0u32, 0u32);
+    for run in [&mut || r.scope(&mut pinned, body), &mut || {
+        r.scope_send(&mut sent, body)
+    }] as [&mut dyn FnMut() -> Result<(), Error>; 2]
+    {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+        assert_eq!(
+            crate::panic::message(&*caught.unwrap_err()),
+            Some("the body")
+        );
+    }
+    assert!(r.is_empty());
+}
+
+#[test]
 fn a_panicking_body_still_ends_the_scope() {
     let r = Registry::new();
     let mut n = 0;
