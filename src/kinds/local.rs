@@ -319,7 +319,9 @@ impl Registry {
     /// thread); when this thread exits the value is dropped and the handle
     /// answers `Stale`. See the [module notes](crate::kinds::local).
     ///
-    /// Also drops values other threads queued for this thread.
+    /// Also drops values other threads queued for this thread; a panic
+    /// from one of their `Drop`s is discarded, as in
+    /// [`restore_local`](Registry::restore_local) (it is not this call's).
     ///
     /// # Panics
     ///
@@ -336,7 +338,9 @@ impl Registry {
     /// ```
     #[track_caller]
     pub fn save_local<T: Any>(&self, value: T) -> *mut c_void {
-        drop_deferred();
+        if let Err(payload) = std::panic::catch_unwind(drop_deferred) {
+            crate::panic::drop_payload(payload);
+        }
         let owner = this_owner().expect("save_local: this thread's local table is gone");
         let key = {
             let mut table = owner.table.lock();
@@ -648,15 +652,18 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    /// Counts its drops, then panics.
+    struct Boom(Arc<AtomicUsize>);
+
+    impl Drop for Boom {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("deferred boom");
+        }
+    }
+
     #[test]
     fn a_panicking_deferred_drop_never_escapes_restore_local() {
-        struct Boom(Arc<AtomicUsize>);
-        impl Drop for Boom {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-                panic!("deferred boom");
-            }
-        }
         let r = Registry::new();
         let drops = Arc::new(AtomicUsize::new(0));
         let p = r.save_local(Boom(drops.clone()));
@@ -672,5 +679,22 @@ mod tests {
         // Both dropped here, both panics swallowed.
         assert_eq!(r.restore_local::<Boom>(p).err(), Some(Error::Stale));
         assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_panicking_deferred_drop_never_escapes_save_local() {
+        let r = Registry::new();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let p = r.save_local(Boom(drops.clone()));
+        let hp = send(p);
+        std::thread::scope(|s| {
+            s.spawn(|| r.unref(back(hp)).unwrap());
+        });
+        // Dropped here, its panic swallowed: not this call's to report.
+        let q = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.save_local(Rc::new(1))))
+            .expect("save_local unwound with another value's panic");
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(**r.restore_local::<Rc<i32>>(q).unwrap(), 1);
+        r.unref(q).unwrap();
     }
 }
