@@ -57,6 +57,11 @@ pub enum Error {
     /// `restore_ref` made from a thread-local destructor once this thread's
     /// own bookkeeping is gone, and by one that would push the reader count
     /// past `usize::MAX / 2` (only reachable by forgetting shared guards).
+    /// And by every exclusive borrow (`restore`, `take`, a `scope`'s start)
+    /// on a thread that got no owner id: more threads alive at once than
+    /// the state word can name, 8190 on 32-bit targets (some 33 million on
+    /// 64-bit ones). Ending scopes and releasing static trampolines still
+    /// work there.
     Busy,
     /// The registry has no free index left (see the handle layout in
     /// [`handle`](crate::handle)): every index the layout can express is

@@ -173,6 +173,26 @@ pub fn message(payload: &(dyn Any + Send)) -> Option<&str> {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
+/// Runs `f` and drops a panic from it without unwinding: for work whose
+/// panic has nowhere to go (a thread-local destructor, a C caller).
+pub(crate) fn catch_quietly(f: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
+        drop_payload(payload);
+    }
+}
+
+/// Keeps the first of several panics to resume later, and drops every
+/// later payload without unwinding: a payload's `Drop` may panic, and
+/// that panic would otherwise unwind past `first`, whose own drop during
+/// that unwind would abort.
+pub(crate) fn keep_first(first: &mut Option<Box<dyn Any + Send>>, payload: Box<dyn Any + Send>) {
+    if first.is_none() {
+        *first = Some(payload);
+    } else {
+        drop_payload(payload);
+    }
+}
+
 /// Drops a panic payload that has nowhere to go, without ever unwinding.
 ///
 /// A payload's own `Drop` may panic, and the payload of *that* panic may
@@ -190,7 +210,7 @@ pub(crate) fn drop_payload(payload: Box<dyn Any + Send>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -209,7 +229,8 @@ mod tests {
     }
 
     /// Panics when dropped, with a payload that panics when dropped, for
-    /// `depth` levels.
+    /// `depth` levels. (Also a value for other modules' tests: 2 is a
+    /// value whose panic's payload panics when dropped.)
     pub(crate) struct NestedPanic(pub u32);
     impl Drop for NestedPanic {
         fn drop(&mut self) {

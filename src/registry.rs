@@ -1171,10 +1171,11 @@ impl Registry {
         let (slot, generation) = self.lookup(ptr)?;
         let free = slot::at(generation) | LIVE;
         let locked = match mode {
-            Mode::Exclusive | Mode::Reclaim => match thread::id() {
+            Mode::Exclusive => match thread::id() {
                 Some(id) => slot::exclusive(generation, id),
                 None => return Err(Error::Busy),
             },
+            Mode::Reclaim => slot::exclusive(generation, thread::reclaim_id()),
             Mode::Shared => free | READER,
         };
         let locked =
@@ -1507,7 +1508,7 @@ impl Drop for Registry {
                     slot.drop_value()
                 }));
                 if let Err(payload) = dropped {
-                    panic.get_or_insert(payload);
+                    crate::panic::keep_first(&mut panic, payload);
                 }
             }
         }

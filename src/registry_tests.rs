@@ -386,6 +386,21 @@ fn dropping_a_registry_drops_every_value_even_after_a_panic() {
 }
 
 #[test]
+fn payloads_that_panic_when_dropped_never_abort_a_registry_drop() {
+    use crate::panic::tests::NestedPanic;
+    let r = Registry::new();
+    let (t, dropped) = Tally::new();
+    r.save(NestedPanic(2));
+    r.save(NestedPanic(2));
+    r.save(t);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(r)));
+    assert!(caught.is_err());
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    // The resumed payload panics when dropped, outside any unwind.
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(caught))).is_err());
+}
+
+#[test]
 fn c_unref_swallows_everything() {
     let p = crate::save(PanicsOnDrop);
     crate::c_unref(p);
@@ -653,4 +668,43 @@ fn a_reused_id_refuses_old_handles_in_the_untouched_tail_of_a_page() {
         b.unref(q).unwrap();
     }
     assert!(b.is_empty());
+}
+
+#[test]
+fn a_thread_without_an_owner_id_still_ends_its_scopes() {
+    // More live threads than the id field holds (8190 on 32-bit targets),
+    // simulated. A scope's end used to abort there: its reclaim had no id.
+    let r = Registry::new();
+    let (entered, inside) = std::sync::mpsc::channel();
+    let returned = &std::sync::atomic::AtomicBool::new(false);
+    let r = &r;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            crate::thread::exhaust_for_test();
+            let p = r.save(1u8);
+            assert_eq!(r.restore::<u8>(p).err(), Some(Error::Busy));
+            assert_eq!(r.scope_sync(&2u8, |_| 6), Ok(6));
+            let mut state = 0u32;
+            let out = r.scope_send(&mut state, |p| {
+                let h = p as usize;
+                // Another thread, with an id, is inside a callback when
+                // the body returns: the scope's end waits for it.
+                s.spawn(move || {
+                    r.with(ptr(h), |n: &mut u32| {
+                        entered.send(()).unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        *n += 1;
+                        returned.store(true, Ordering::SeqCst);
+                    })
+                    .unwrap();
+                });
+                inside.recv().unwrap();
+                7
+            });
+            assert_eq!(out, Ok(7));
+            assert!(returned.load(Ordering::SeqCst), "the scope ended first");
+            assert_eq!(state, 1);
+        });
+    });
+    assert_eq!(r.len(), 1);
 }

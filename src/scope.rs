@@ -152,7 +152,8 @@ impl Registry {
     /// [`scope_fn`](Registry::scope_fn). A callback from another thread
     /// gets [`Error::WrongThread`], a call after the scope
     /// [`Error::Stale`]. A panic caught by `with` is resumed here. Fails
-    /// without running `body` only when the registry is full.
+    /// without running `body` only when the registry is full, or with
+    /// [`Error::Busy`] on a thread without an owner id (see `Busy`).
     ///
     /// ```
     /// use std::rc::Rc;

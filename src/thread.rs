@@ -74,6 +74,10 @@ impl Drop for Spill {
 /// borrow field counts; only conceivable on 32-bit targets).
 const EXHAUSTED: usize = usize::MAX;
 
+/// The owner id a reclaim takes on a thread without an id of its own
+/// (see [`reclaim_id`]). Never handed to a thread.
+const RECLAIMER: usize = MAX_BORROW;
+
 thread_locals! {
     static ID: Cell<usize> = const { Cell::new(0) };
     static LEASE: Lease = const { Lease };
@@ -82,7 +86,7 @@ thread_locals! {
     static SPILL_LOST: Cell<bool> = const { Cell::new(false) };
 }
 
-/// This thread's owner id, in `1..=MAX_BORROW`, or `None` when every id is
+/// This thread's owner id, in `1..MAX_BORROW`, or `None` when every id is
 /// taken by a live thread.
 #[inline]
 pub(crate) fn id() -> Option<usize> {
@@ -91,6 +95,24 @@ pub(crate) fn id() -> Option<usize> {
         EXHAUSTED => None,
         id => Some(id),
     }
+}
+
+/// The owner id for a reclaim (`Mode::Reclaim`): this thread's, or, when
+/// every id is taken, one reserved for the purpose. A reclaim needs no id
+/// to tell its own borrows (it has none of that handle) and holds its
+/// borrow only until it removed the value, so reclaims of different
+/// handles may share it; but without one, a scope's end on such a thread
+/// could neither wait for other threads' borrows nor remove its record.
+pub(crate) fn reclaim_id() -> usize {
+    id().unwrap_or(RECLAIMER)
+}
+
+/// Makes this thread one that found every id taken, as on a 32-bit target
+/// with more live threads than ids.
+#[cfg(test)]
+pub(crate) fn exhaust_for_test() {
+    assert_eq!(ID.with(Cell::get), 0, "the thread has an id already");
+    ID.with(|cell| cell.set(EXHAUSTED));
 }
 
 /// This thread's owner id if it has one already: the fast path's check,
@@ -108,7 +130,7 @@ fn assign_id() -> Option<usize> {
     let id = {
         let mut ids = IDS.lock();
         let key = ids.insert(());
-        if key + 1 > MAX_BORROW {
+        if key + 1 >= RECLAIMER {
             ids.remove(key);
             EXHAUSTED
         } else {
@@ -186,7 +208,7 @@ mod tests {
             h.join().unwrap()
         });
         assert_ne!(there, Some(here));
-        assert!(there.unwrap() <= MAX_BORROW);
+        assert!(there.unwrap() < MAX_BORROW);
     }
 
     #[test]

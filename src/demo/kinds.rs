@@ -100,7 +100,7 @@ unsafe extern "C" fn call_trampoline(user_data: *mut c_void, arg: c_int) -> c_in
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg))).map_err(|payload| {
                 // Dropping a payload can panic too; `c_unref` does the
                 // same for values' panics.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)));
+                crate::panic::drop_payload(payload);
                 Error::Panicked
             })
         }

@@ -239,7 +239,7 @@ impl<'r> Group<'r> {
                 Ok(Err(_)) => {} // C freed it already
                 Err(payload) => {
                     removed += 1;
-                    panic.get_or_insert(payload);
+                    crate::panic::keep_first(&mut panic, payload);
                 }
             }
         }
@@ -464,6 +464,25 @@ mod tests {
         let p = g.save(1u8);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.clear()));
         assert!(caught.is_err());
+        assert_eq!(r.unref(p), Err(Error::Stale));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn payloads_that_panic_when_dropped_never_abort_a_clear() {
+        // The second panic's payload used to be dropped unguarded: its
+        // panic unwound past the first payload, whose drop then aborted.
+        use crate::panic::tests::NestedPanic;
+        let r = Registry::new();
+        let g = r.group();
+        let _ = g.save(NestedPanic(2));
+        let _ = g.save(NestedPanic(2));
+        let p = g.save(1u8);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.clear()));
+        // The first panic is resumed; dropping its payload here panics
+        // again, outside any unwind: caught too.
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(caught)));
+        assert!(again.is_err());
         assert_eq!(r.unref(p), Err(Error::Stale));
         assert!(r.is_empty());
     }

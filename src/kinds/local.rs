@@ -145,15 +145,17 @@ impl Drop for OwnerSlot {
                 // nothing; the box stays for the guard that still uses it.
                 LEAKED.fetch_add(1, Ordering::Relaxed);
             } else {
-                // A panic must not escape a thread-local destructor.
-                let _ =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| erased.drop_now()));
+                // A panic must not escape a thread-local destructor, nor
+                // its payload's `Drop`.
+                crate::panic::catch_quietly(|| erased.drop_now());
             }
         }
         for h in global {
             // Stale if it was unreffed already; a record's drop now finds
             // the table dead and drops nothing.
-            let _ = std::panic::catch_unwind(|| Registry::global().try_unref(handle::to_ptr(h)));
+            crate::panic::catch_quietly(|| {
+                let _ = Registry::global().try_unref(handle::to_ptr(h));
+            });
         }
     }
 }
@@ -217,7 +219,7 @@ pub fn drop_deferred() -> usize {
         if let Err(payload) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| erased.drop_now()))
         {
-            panic.get_or_insert(payload);
+            crate::panic::keep_first(&mut panic, payload);
         }
     }
     if let Some(payload) = panic {
@@ -679,6 +681,34 @@ mod tests {
         // Both dropped here, both panics swallowed.
         assert_eq!(r.restore_local::<Boom>(p).err(), Some(Error::Stale));
         assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn deferred_payloads_that_panic_when_dropped_never_abort() {
+        use crate::panic::tests::NestedPanic;
+        let r = Registry::new();
+        let handles = [0; 3].map(|_| send(r.save_local(NestedPanic(2))));
+        std::thread::scope(|s| {
+            s.spawn(|| handles.map(|h| r.unref(back(h)).unwrap()));
+        });
+        // All three dropped here; the first panic is resumed by
+        // `drop_deferred`, then discarded by `restore_local`.
+        let keep = r.save_local(5u8);
+        assert_eq!(*r.restore_local::<u8>(keep).unwrap(), 5);
+        r.unref(keep).unwrap();
+    }
+
+    #[test]
+    fn a_value_dropped_at_thread_exit_never_aborts() {
+        use crate::panic::tests::NestedPanic;
+        let r = Registry::global();
+        let h = std::thread::spawn(|| send(Registry::global().save_local(NestedPanic(2))))
+            .join()
+            .unwrap();
+        assert_eq!(
+            r.restore_local::<NestedPanic>(back(h)).err(),
+            Some(Error::Stale)
+        );
     }
 
     #[test]

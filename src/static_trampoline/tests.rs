@@ -15,6 +15,7 @@ crate::static_callbacks! {
     static REENTER: [extern "C" fn(depth: u32) -> u32; 1] else 99;
     static SELF_RELEASE: [extern "C" fn(); 1];
     static SLOW: [extern "C" fn(); 1];
+    static NO_ID: [extern "C" fn(); 1];
     static THREADS: [extern "C" fn(x: u64) -> u64; 4];
     static RAW: [unsafe extern "C" fn(p: *const u8) -> u8; 1] else 0xFF;
 }
@@ -363,4 +364,33 @@ fn declaration_forms() {
     assert_eq!(unsafe { (DEFAULTED.fn_ptr(1).unwrap())() }, 7);
     assert_eq!((ARGS_IN_FALLBACK.fn_ptr(0).unwrap())(4), -4);
     assert!(TRAILING.acquire(Box::new(|_, _| {})).is_ok());
+}
+
+#[test]
+fn a_scope_on_a_thread_without_an_owner_id_waits_for_calls_in_flight() {
+    // More live threads than the id field holds (8190 on 32-bit targets),
+    // simulated. The release's reclaim used to fail there, and the scope
+    // returned while a call still ran on its closure.
+    let calls = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::thread::exhaust_for_test();
+            let (entered, inside) = mpsc::channel();
+            NO_ID
+                .scope(
+                    Box::new(|| {
+                        let _ = entered.send(());
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        calls.fetch_add(1, Ordering::SeqCst);
+                    }),
+                    |f| {
+                        s.spawn(move || f());
+                        inside.recv().unwrap();
+                    },
+                )
+                .unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "the scope ended first");
+            assert_eq!(NO_ID.in_use(), 0);
+        });
+    });
 }
