@@ -127,7 +127,12 @@ impl<'r, T: Any + Send> Handle<'r, T> {
     /// example through [`c_unref`](crate::c_unref) as a destroy-notify), or
     /// [`Error::Busy`] if this thread still borrows it through a guard
     /// obtained from the raw pointer; in that case the handle is unreffed
-    /// when the borrow ends, as on drop.
+    /// when the borrow ends, as on drop. (The registry tells this thread's
+    /// borrows by an owner id, which a thread still running its
+    /// thread-local destructors may share with a newer thread, see the
+    /// README's "Threads and re-entrancy": a borrow that such a thread
+    /// holds then reads as this thread's too, and the value is dropped when
+    /// it ends instead of being returned.)
     ///
     /// Fails with [`Error::Retained`] if the handle was
     /// [`retain`](crate::Registry::retain)ed and other references are
