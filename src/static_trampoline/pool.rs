@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::fmt;
 use std::mem::ManuallyDrop;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::resume_unwind;
 
 use once_cell::sync::Lazy;
 
@@ -58,18 +58,14 @@ struct Entry<F: Signature> {
 
 /// An entry is dropped by [`Pool::release`] after taking its parts out,
 /// or, when the closure released its own slot, by the registry at the end
-/// of the trampoline's call: a panic from the closure's or the payload's
-/// `Drop` must not unwind into C there, and has no Rust caller to reach.
-/// Catching here keeps that off the per-call path.
+/// of the trampoline's call: a panic from the closure's `Drop` must not
+/// unwind into C there, and has no Rust caller to reach. Catching here
+/// keeps that off the per-call path. (The carrier drops a payload left in
+/// it the same way.)
 impl<F: Signature> Drop for Entry<F> {
     fn drop(&mut self) {
         if let Some(callback) = self.callback.take() {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(callback))) {
-                drop_quietly(payload);
-            }
-        }
-        if let Some(payload) = self.carrier.take() {
-            drop_quietly(payload);
+            crate::panic::catch_quietly(|| drop(callback));
         }
     }
 }
@@ -126,14 +122,6 @@ fn in_call(handle: usize) -> bool {
 /// A handle as the slot word stores it, and back.
 fn handle_ptr(word: usize) -> *mut c_void {
     std::ptr::without_provenance_mut(word)
-}
-
-/// Drops a panic payload that nobody can resume, without unwinding.
-fn drop_quietly(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-        // A payload whose `Drop` panics, twice over: leaked.
-        std::mem::forget(again);
-    }
 }
 
 /// A fixed set of distinct C function pointers of type `F`, each bound to
@@ -657,7 +645,7 @@ impl<F: Signature, const N: usize> Drop for SlotGuard<F, N> {
             }
             // Already unwinding: that panic wins, as with two panics in
             // one thread.
-            drop_quietly(payload);
+            crate::panic::drop_payload(payload);
         }
     }
 }
