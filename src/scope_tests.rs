@@ -123,15 +123,10 @@ fn a_payload_that_panics_when_dropped_never_aborts_a_panicking_body() {
     // The callback's payload is left in the scope's carrier when the body
     // panics too; dropping it there used to start a second panic during
     // the body's unwind: an abort.
-    struct PanicsWhenDropped;
-    impl Drop for PanicsWhenDropped {
-        fn drop(&mut self) {
-            panic!("the payload's drop");
-        }
-    }
+    use crate::panic::tests::NestedPanic;
     let r = Registry::new();
     let body = |p| {
-        let e = r.with(p, |_: &mut u32| std::panic::panic_any(PanicsWhenDropped));
+        let e = r.with(p, |_: &mut u32| std::panic::panic_any(NestedPanic(1)));
         assert_eq!(e, Err(Error::Panicked));
         panic!("the body");
     };

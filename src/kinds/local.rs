@@ -340,9 +340,9 @@ impl Registry {
     /// ```
     #[track_caller]
     pub fn save_local<T: Any>(&self, value: T) -> *mut c_void {
-        if let Err(payload) = std::panic::catch_unwind(drop_deferred) {
-            crate::panic::drop_payload(payload);
-        }
+        crate::panic::catch_quietly(|| {
+            drop_deferred();
+        });
         let owner = this_owner().expect("save_local: this thread's local table is gone");
         let key = {
             let mut table = owner.table.lock();
@@ -397,9 +397,9 @@ impl Registry {
     pub fn restore_local<T: Any>(&self, ptr: *mut c_void) -> Result<LocalGuard<'_, T>, Error> {
         // A callback must not unwind into C: a deferred value's panicking
         // `Drop` is caught and discarded here, as `c_unref` does.
-        if let Err(payload) = std::panic::catch_unwind(drop_deferred) {
-            crate::panic::drop_payload(payload);
-        }
+        crate::panic::catch_quietly(|| {
+            drop_deferred();
+        });
         let record = self.restore_ref::<LocalRecord<T>>(ptr)?;
         let value = {
             let mut table = record.owner.table.lock();
