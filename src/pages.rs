@@ -35,7 +35,7 @@ use crate::sync::unmodelled::AtomicPtr;
 
 const FIRST_SHIFT: u32 = 6;
 /// Slots in the first page.
-const FIRST: usize = 1 << FIRST_SHIFT;
+pub(crate) const FIRST: usize = 1 << FIRST_SHIFT;
 /// How many pages double before sizes stay at `BIG`.
 const GROWING: usize = 9;
 /// Slots in every page past the growing ones.
@@ -91,13 +91,59 @@ const fn page_start(page: usize) -> usize {
 /// A registry's pages.
 pub(crate) struct Pages {
     directory: [AtomicPtr<Slot>; PAGES],
+    /// Whether page 0 is a [`StaticPage`], which `drop` must not free.
+    static_first: bool,
+}
+
+/// A first page that is a `static`: the global registry's.
+///
+/// Its slots are at addresses the code knows, so the global registry's
+/// first 64 handles are found from the index alone: no directory load,
+/// no null check (see `Registry::slot`). The directory's entry 0 points
+/// here too, so every other path (`ensure`, `slots`, `index_of`) treats it
+/// as any page. Zeroed, it sits in `.bss`: like a mapped page, it costs
+/// memory only for the slots the free list has written.
+#[cfg(not(all(loom, test)))]
+#[repr(transparent)]
+pub(crate) struct StaticPage([Slot; FIRST]);
+
+#[cfg(not(all(loom, test)))]
+impl StaticPage {
+    /// A page of vacant slots at generation 0.
+    pub const fn zeroed() -> StaticPage {
+        // SAFETY: all-zero bytes are a valid vacant `Slot` at generation 0
+        // (argued field by field in `page_memory`, whose compile-time
+        // assertions hold in this build), so an array of them is a valid
+        // `StaticPage`.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// The slot at `index`, which must be below `FIRST`.
+    #[inline(always)]
+    pub fn get(&self, index: usize) -> Option<&Slot> {
+        self.0.get(index)
+    }
 }
 
 impl Pages {
     pub const fn new() -> Pages {
         Pages {
             directory: [const { AtomicPtr::new(std::ptr::null_mut()) }; PAGES],
+            static_first: false,
         }
+    }
+
+    /// Pages whose first page is `first`, already in place.
+    #[cfg(not(all(loom, test)))]
+    pub const fn with_static_first(first: &'static StaticPage) -> Pages {
+        let mut pages = Pages::new();
+        // Never written through this pointer but as `&Slot`, whose fields
+        // are all atomics or `UnsafeCell`s: a `static`'s interior
+        // mutability, as any other `&Slot` of it would use.
+        let first: *const StaticPage = first;
+        pages.directory[0] = AtomicPtr::new(first.cast_mut().cast());
+        pages.static_first = true;
+        pages
     }
 
     /// The slot at `index`, if its page exists.
@@ -165,7 +211,8 @@ impl Drop for Pages {
     fn drop(&mut self) {
         for (page, entry) in self.directory.iter_mut().enumerate() {
             let first = *entry.get_mut();
-            if !first.is_null() {
+            let is_static = page == 0 && self.static_first;
+            if !first.is_null() && !is_static {
                 // SAFETY: made by `new_page` with this length in `ensure`;
                 // nothing refers to it once the registry is dropped.
                 unsafe { free_page(first, page_len(page)) };

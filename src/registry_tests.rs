@@ -708,3 +708,31 @@ fn a_thread_without_an_owner_id_still_ends_its_scopes() {
     });
     assert_eq!(r.len(), 1);
 }
+
+#[cfg(not(loom))]
+#[test]
+fn the_global_registrys_static_first_page_is_its_directorys_page_0() {
+    // `slot` answers from the static page for the global registry's first
+    // indices and from the directory for every other index and registry:
+    // both must name the same slot, or a save and a restore would disagree.
+    let g = Registry::global();
+    let p = g.save(5u8);
+    for index in 0..FIRST + 2 {
+        let (fast, directory) = (g.slot(index), g.pages.get(index));
+        assert_eq!(
+            fast.map(|s| s as *const Slot),
+            directory.map(|s| s as *const Slot)
+        );
+        if let Some(slot) = fast {
+            assert_eq!(g.pages.index_of(slot), Some(index));
+        }
+    }
+    assert!(g.slot(0).is_some(), "the global's page 0 is always there");
+    assert_eq!(g.take::<u8>(p), Ok(5));
+    // Another registry's page 0 is its own, allocated on its first save.
+    let r = Registry::new();
+    assert!(r.slot(0).is_none());
+    let q = r.save(6u8);
+    assert!(!std::ptr::eq(r.slot(0).unwrap(), g.slot(0).unwrap()));
+    assert_eq!(r.take::<u8>(q), Ok(6));
+}
