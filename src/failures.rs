@@ -70,7 +70,7 @@ impl FailureLog {
             thread: crate::thread::id().unwrap_or(0),
         };
         if self.reporting() {
-            eprintln!("handle_registry: refused: {failure}");
+            report(&mut std::io::stderr(), &failure);
         }
         let mut recent = self.recent.lock();
         if recent.len() == RECENT {
@@ -96,6 +96,13 @@ impl FailureLog {
             state => state == 2,
         }
     }
+}
+
+/// Writes one refusal to `out`. A write error (a closed pipe, a full disk
+/// behind stderr) is ignored: `note` runs inside callbacks C makes, where
+/// `eprintln!`'s panic on such an error would abort the process.
+fn report(out: &mut impl std::io::Write, failure: &Failure) {
+    let _ = writeln!(out, "handle_registry: refused: {failure}");
 }
 
 /// One refused lookup.
@@ -268,5 +275,35 @@ impl Registry {
         self.failure_log()
             .report
             .store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stderr_that_cannot_be_written_never_panics() {
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let failure = Failure {
+            handle: 1,
+            error: Error::Stale,
+            expected: "u8",
+            thread: 1,
+        };
+        report(&mut Full, &failure); // `eprintln!` panicked here
+        let mut written = Vec::new();
+        report(&mut written, &failure);
+        assert!(String::from_utf8(written)
+            .unwrap()
+            .starts_with("handle_registry: refused: "));
     }
 }

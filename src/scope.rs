@@ -138,7 +138,12 @@ impl<S: ?Sized> Drop for SharedScoped<S> {
 /// state's borrow is about to end, so nothing safe is left to do.
 #[cold]
 fn escaped() -> ! {
-    eprintln!("handle_registry: a scope's handle is still borrowed when the scope ends");
+    // Not `eprintln!`: it panics when stderr cannot be written, and an
+    // unwind from here would end the scope with the borrow still out.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        b"handle_registry: a scope's handle is still borrowed when the scope ends\n",
+    );
     std::process::abort()
 }
 
