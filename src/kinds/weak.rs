@@ -145,9 +145,16 @@ impl Registry {
         let dead: Vec<u64> = {
             let mut list = self.weak.lock();
             let mut dead = Vec::new();
-            list.entries.retain(|(p, w)| {
-                if w.strong_count() == 0 {
-                    dead.push(*p);
+            // An entry goes when its object is dead (unreffed below) or its
+            // handle is (C unreffed it: only forgotten). Checking the object
+            // alone kept every handle C freed in the list for as long as the
+            // object lived: with one long-lived `Arc` and C freeing what it
+            // is given, a list that grew without bound.
+            list.entries.retain(|&(p, ref w)| {
+                if !self.is_live(handle::to_ptr(p)) {
+                    false
+                } else if w.strong_count() == 0 {
+                    dead.push(p);
                     false
                 } else {
                     true
@@ -237,6 +244,24 @@ mod tests {
         assert_eq!(*r.restore_weak::<u8>(p).unwrap(), 1);
         assert_eq!(r.failures().total(), 0);
         r.unref(p).unwrap();
+    }
+
+    #[test]
+    fn handles_c_frees_leave_the_list_while_the_object_lives() {
+        let r = Registry::new();
+        let a = Arc::new(7u32);
+        let n = if cfg!(miri) { 40 } else { 10_000 };
+        for _ in 0..n {
+            let p = r.save_weak(&a);
+            r.unref(p).unwrap(); // C's destroy-notify
+        }
+        // Saves sweep as the list doubles: it stays small, and so does
+        // what it keeps alive (each entry holds a `Weak` of the `Arc`).
+        assert!(r.weak.lock().entries.len() <= 16);
+        assert!(Arc::weak_count(&a) <= 16, "{}", Arc::weak_count(&a));
+        r.sweep_weak();
+        assert_eq!((r.weak.lock().entries.len(), Arc::weak_count(&a)), (0, 0));
+        assert!(r.is_empty());
     }
 
     #[test]
