@@ -16,7 +16,11 @@
 //! Each handle becomes stale when `clear` reaches it (they are removed one
 //! by one, in save order); once `clear` returns, all are. A callback racing
 //! `clear` on another thread may thus still see some of the group's handles
-//! live and others stale.
+//! live and others stale. Until `clear` reaches a handle it is still a
+//! member: it counts in [`Group::len`] and against the limit, also for a
+//! value's `Drop` that saves into the group while `clear` runs. A `clear`
+//! started meanwhile (from such a `Drop`, or another thread) shares the
+//! remaining work.
 //!
 //! # Capacity
 //!
@@ -64,8 +68,20 @@ pub struct Group<'r> {
 
 struct Members {
     handles: Vec<u64>,
+    /// Handles a [`clear`](Group::clear) took out of `handles` and has not
+    /// removed yet, the next one last. Still members until removed: they
+    /// count against the limit and in `len`, so a value's `Drop` (or
+    /// another thread) saving into the group while `clear` runs sees them.
+    clearing: Vec<u64>,
     /// Prune handles freed by C when `handles` reaches this length.
     next_prune: usize,
+}
+
+impl Members {
+    /// Every member: saved and not yet removed by a `clear`.
+    fn all(&self) -> impl Iterator<Item = u64> + '_ {
+        self.handles.iter().chain(&self.clearing).copied()
+    }
 }
 
 impl Registry {
@@ -84,6 +100,7 @@ impl Registry {
             registry: self,
             state: Mutex::new(Members {
                 handles: Vec::new(),
+                clearing: Vec::new(),
                 next_prune: 16,
             }),
             limit: None,
@@ -154,7 +171,10 @@ impl<'r> Group<'r> {
     #[track_caller]
     pub fn try_save<T: Any + Send>(&self, value: T) -> Result<*mut c_void, (Error, T)> {
         let mut members = self.state.lock();
-        let at_limit = |m: &Members| self.limit.is_some_and(|l| m.handles.len() >= l);
+        let at_limit = |m: &Members| {
+            self.limit
+                .is_some_and(|l| m.handles.len() + m.clearing.len() >= l)
+        };
         if members.handles.len() >= members.next_prune || at_limit(&members) {
             self.prune(&mut members);
         }
@@ -171,9 +191,9 @@ impl<'r> Group<'r> {
     /// Forgets the members C already freed.
     fn prune(&self, members: &mut Members) {
         let registry = self.registry;
-        members
-            .handles
-            .retain(|&h| registry.is_live(handle::to_ptr(h)));
+        let live = |&h: &u64| registry.is_live(handle::to_ptr(h));
+        members.handles.retain(live);
+        members.clearing.retain(live);
         members.next_prune = (members.handles.len() * 2).max(16);
     }
 
@@ -191,9 +211,8 @@ impl<'r> Group<'r> {
     pub fn len(&self) -> usize {
         let members = self.state.lock();
         members
-            .handles
-            .iter()
-            .filter(|&&h| self.registry.is_live(handle::to_ptr(h)))
+            .all()
+            .filter(|&h| self.registry.is_live(handle::to_ptr(h)))
             .count()
     }
 
@@ -225,12 +244,21 @@ impl<'r> Group<'r> {
     /// assert!(r.is_empty());
     /// ```
     pub fn clear(&self) -> usize {
-        // Take the list first: values' `Drop` (user code) runs with no lock
-        // held, and may use the group.
-        let handles = std::mem::take(&mut self.state.lock().handles);
+        // Move the list to `clearing`, then remove one handle at a time
+        // with no lock held: values' `Drop` (user code) may use the group.
+        // A clear that starts meanwhile (from such a `Drop`, or another
+        // thread) queues its handles behind these and shares the work, so
+        // each returns only once every handle it took is removed or being
+        // removed by another clear.
+        {
+            let mut members = self.state.lock();
+            let taken = std::mem::take(&mut members.handles);
+            members.clearing.splice(0..0, taken.into_iter().rev());
+        }
+        let next = || self.state.lock().clearing.pop();
         let mut removed = 0;
         let mut panic = None;
-        for h in handles {
+        while let Some(h) = next() {
             let unref = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.registry.unref_with(handle::to_ptr(h), true)
             }));
@@ -268,7 +296,7 @@ impl<'r> Group<'r> {
     /// assert!(report.to_string().contains("3 x u64"));
     /// ```
     pub fn full_report(&self) -> GroupReport {
-        let mut members: Vec<u64> = self.state.lock().handles.clone();
+        let mut members: Vec<u64> = self.state.lock().all().collect();
         members.sort_unstable();
         let mut by_type: BTreeMap<&'static str, usize> = BTreeMap::new();
         for entry in self.registry.leak_report().entries() {
@@ -398,6 +426,76 @@ mod tests {
         let outside = r.save(0u8);
         assert!(g.try_save(1u8).is_err());
         r.unref(outside).unwrap();
+    }
+
+    #[test]
+    fn members_a_clear_has_not_reached_still_count_against_the_limit() {
+        // The first member's `Drop` runs inside `clear` and saves into the
+        // group: the second member, not removed yet, is still live and
+        // must count, or the group would hold three under a limit of two.
+        use std::sync::OnceLock;
+        static R: OnceLock<Registry> = OnceLock::new();
+        static G: OnceLock<Group<'static>> = OnceLock::new();
+        static SEEN: std::sync::Mutex<Vec<(bool, bool, usize, usize)>> =
+            std::sync::Mutex::new(Vec::new());
+        struct SavesWhenDropped;
+        impl Drop for SavesWhenDropped {
+            fn drop(&mut self) {
+                let g = G.get().unwrap();
+                let (a, b) = (g.try_save(0u8).is_ok(), g.try_save(1u8).is_ok());
+                SEEN.lock()
+                    .unwrap()
+                    .push((a, b, g.len(), R.get().unwrap().len()));
+            }
+        }
+        let r = R.get_or_init(Registry::new);
+        let g = G.get_or_init(|| r.group().with_limit(2));
+        let first = g.save(SavesWhenDropped);
+        let _second = g.save(String::from("second"));
+        assert_eq!(
+            g.clear(),
+            2,
+            "the two it took (the re-entrant save is newer)"
+        );
+        // In the `Drop`: the second member and one new save make two.
+        assert_eq!(*SEEN.lock().unwrap(), [(true, false, 2, 2)]);
+        assert_eq!(
+            r.restore::<SavesWhenDropped>(first).err(),
+            Some(Error::Stale)
+        );
+        assert_eq!(
+            (g.len(), r.len()),
+            (1, 1),
+            "the save made during the clear stays"
+        );
+        assert_eq!(g.clear(), 1);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_clear_started_from_a_members_drop_finishes_the_outer_clears_work() {
+        use std::sync::OnceLock;
+        static R: OnceLock<Registry> = OnceLock::new();
+        static G: OnceLock<Group<'static>> = OnceLock::new();
+        struct ClearsWhenDropped(Arc<AtomicUsize>);
+        impl Drop for ClearsWhenDropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                G.get().unwrap().clear();
+            }
+        }
+        let r = R.get_or_init(Registry::new);
+        let g = G.get_or_init(|| r.group());
+        let drops = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let _ = g.save(ClearsWhenDropped(drops.clone()));
+            let _ = g.save(Tracked(drops.clone()));
+        }
+        // The first member's `Drop` clears the rest: the outer `clear`
+        // finds nothing left, and every value is dropped exactly once.
+        assert_eq!(g.clear(), 1);
+        assert_eq!(drops.load(Ordering::Relaxed), 6);
+        assert!(r.is_empty() && g.is_empty());
     }
 
     #[test]
