@@ -193,6 +193,18 @@ pub(crate) fn keep_first(first: &mut Option<Box<dyn Any + Send>>, payload: Box<d
     }
 }
 
+/// Resumes a panic caught while dropping values, unless this thread is
+/// already unwinding: a second panic then would abort the process, so the
+/// one already under way wins and this payload is dropped quietly (as with
+/// two panics in one thread).
+pub(crate) fn resume_unless_unwinding(payload: Box<dyn Any + Send>) {
+    if std::thread::panicking() {
+        drop_payload(payload);
+    } else {
+        std::panic::resume_unwind(payload);
+    }
+}
+
 /// Drops a panic payload that has nowhere to go, without ever unwinding.
 ///
 /// A payload's own `Drop` may panic, and the payload of *that* panic may

@@ -1544,13 +1544,7 @@ impl Drop for Registry {
             IDS.lock().free.push((self.id, next_base as u32));
         }
         if let Some(payload) = panic {
-            if std::thread::panicking() {
-                // Resuming now would abort the process: a value's panic
-                // while the thread already unwinds is dropped instead.
-                crate::panic::drop_payload(payload);
-            } else {
-                std::panic::resume_unwind(payload);
-            }
+            crate::panic::resume_unless_unwinding(payload);
         }
     }
 }

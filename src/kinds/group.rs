@@ -272,11 +272,7 @@ impl<'r> Group<'r> {
             }
         }
         if let Some(payload) = panic {
-            if std::thread::panicking() {
-                crate::panic::drop_payload(payload);
-            } else {
-                std::panic::resume_unwind(payload);
-            }
+            crate::panic::resume_unless_unwinding(payload);
         }
         removed
     }

@@ -640,12 +640,7 @@ impl<F: Signature, const N: usize> Drop for SlotGuard<F, N> {
     fn drop(&mut self) {
         let payload = self.pool.release(self.slot, self.handle, self.scoped);
         if let Some(payload) = payload {
-            if !std::thread::panicking() {
-                resume_unwind(payload);
-            }
-            // Already unwinding: that panic wins, as with two panics in
-            // one thread.
-            crate::panic::drop_payload(payload);
+            crate::panic::resume_unless_unwinding(payload);
         }
     }
 }
