@@ -39,6 +39,10 @@
 //! * **Exactly once.** A one-shot completion *takes* the producer's end out
 //!   of the registry (atomic: one winner); a stream push *borrows* it shared,
 //!   so pushes from many threads run at once, ordered by the state's lock.
+//!   A one-shot handle C holds in several places
+//!   ([`retain`](crate::retain)ed) cannot be taken while the other
+//!   references are out: it is completed through a shared borrow instead,
+//!   and the state's lock picks the one winner.
 //! * **Wakers**: the consumer checks the state and stores its
 //!   waker under the lock producers change the state under, so a completion
 //!   racing the first poll is never lost; the latest waker replaces older
@@ -48,7 +52,11 @@
 //!   producer-side event: a completion, a push that adds an item, or the
 //!   producer's end being dropped (destroy-notify). Its wake-up happens on
 //!   the thread of that event (often a C thread), after the lock is
-//!   released. Dropping the consumer wakes no one.
+//!   released. Dropping the consumer wakes no one: it takes its waker out
+//!   with the state change that marks it gone, so the producer's end,
+//!   dropped by the consumer's own unref, finds none to wake (a waker woken
+//!   from inside the drop of its own future deadlocks an executor that
+//!   cancels a task under the lock its `wake` takes).
 //! * **Orderings.** The state's mutex orders everything: whatever a
 //!   producer wrote before unlocking is visible to the consumer that locks
 //!   next. The registry's own take/unref is atomic per handle, which is
@@ -190,6 +198,24 @@ impl fmt::Display for Canceled {
 }
 
 impl std::error::Error for Canceled {}
+
+/// Drops what a consumer leaves behind when it is dropped (a delivered
+/// value, unread items), each in turn. The caller unrefs the handle
+/// first, so nothing stays in the registry whatever these `Drop`s do. A
+/// panic of theirs propagates once all are dropped (the first one), as
+/// from dropping any collection, unless this thread is already unwinding,
+/// where it is discarded rather than abort the process.
+fn drop_leftovers<V>(leftovers: impl IntoIterator<Item = V>) {
+    let mut panic = None;
+    for value in leftovers {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            crate::panic::keep_first(&mut panic, payload);
+        }
+    }
+    if let Some(payload) = panic {
+        crate::panic::resume_unless_unwinding(payload);
+    }
+}
 
 /// Runs `f`, turning a panic into [`SendError::Panicked`]; never unwinds.
 fn catch_for_c(f: impl FnOnce() -> Result<(), SendError>) -> Result<(), SendError> {

@@ -60,7 +60,7 @@ use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_core::future::FusedFuture;
 
@@ -85,12 +85,19 @@ struct Completer<T> {
     shared: Arc<Shared<State<T>>>,
 }
 
+/// What [`Completer::send`] did, and the waker to wake once the caller has
+/// released its borrow of the completer.
+type Sent<T> = (Result<(), (SendError, T)>, Option<Waker>);
+
 impl<T> Completer<T> {
-    fn send(self, value: T) -> Result<(), (SendError, T)> {
-        self.shared.update(|state| {
-            if state.receiver_gone {
-                // The future was dropped and is unreffing the handle: the
-                // same answer as after the unref.
+    /// Delivers `value` if the request is still pending: the first send
+    /// wins (a taken completer has no rival; a retained one is borrowed
+    /// shared, and this lock orders the rivals).
+    fn send(&self, value: T) -> Sent<T> {
+        self.shared.update_deferred(|state| {
+            if state.receiver_gone || !matches!(state.slot, Slot::Pending) {
+                // The future was dropped and is unreffing the handle, or a
+                // rival completed it: the same answer as after the unref.
                 (Err((SendError::Handle(Error::Stale), value)), false)
             } else {
                 state.slot = Slot::Done(value);
@@ -105,7 +112,8 @@ impl<T> Drop for Completer<T> {
         self.shared.update(|state| {
             if let Slot::Pending = state.slot {
                 state.slot = Slot::Closed;
-                ((), true)
+                // A consumer that is gone took its waker already.
+                ((), !state.receiver_gone)
             } else {
                 ((), false)
             }
@@ -181,6 +189,11 @@ pub fn oneshot<T: Send + 'static>() -> (*mut c_void, Completion<T>) {
 /// A wrong type does not consume the request: it can still be completed
 /// with the right type.
 ///
+/// A request C holds in several places ([`retain`](crate::retain)ed, one
+/// destroy-notify each) is completed in place: the future resolves, the
+/// handle stays live until its last [`c_unref`](crate::c_unref), and a
+/// second completion is `Stale` as above.
+///
 /// ```
 /// use handle_registry::completion::{complete, oneshot, SendError};
 /// use handle_registry::Error;
@@ -192,10 +205,19 @@ pub fn oneshot<T: Send + 'static>() -> (*mut c_void, Completion<T>) {
 /// drop(done);
 /// ```
 pub fn complete<T: Send + 'static>(user_data: *mut c_void, value: T) -> Result<(), (SendError, T)> {
-    match crate::take::<Completer<T>>(user_data) {
+    let (result, waker) = match crate::take::<Completer<T>>(user_data) {
         Ok(completer) => completer.send(value),
-        Err(error) => Err((SendError::Handle(error), value)),
+        Err(Error::Retained) => match crate::restore_ref::<Completer<T>>(user_data) {
+            Ok(completer) => completer.send(value),
+            Err(error) => (Err((SendError::Handle(error), value)), None),
+        },
+        Err(error) => (Err((SendError::Handle(error), value)), None),
+    };
+    // The completer (or the borrow of it) is released: wake.
+    if let Some(waker) = waker {
+        waker.wake();
     }
+    result
 }
 
 /// [`complete`] for an `extern "C"` trampoline: never unwinds.
@@ -306,20 +328,23 @@ impl<T> FusedFuture for Completion<T> {
 
 impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
-        let undelivered = self.shared.update(|state| {
+        // `true`: take the waker out with the state change, so that the
+        // completer's drop in the unref below finds none to wake.
+        let (undelivered, waker) = self.shared.update_deferred(|state| {
             state.receiver_gone = true;
             match std::mem::replace(&mut state.slot, Slot::Taken) {
-                Slot::Done(value) => (Some(value), false),
+                Slot::Done(value) => (Some(value), true),
                 other => {
                     state.slot = other;
-                    (None, false)
+                    (None, true)
                 }
             }
         });
-        // Outside the lock: the value's `Drop` is user code.
-        drop(undelivered);
         // Stale if completed or destroyed already: nothing to do then.
         let _ = crate::unref(self.user_data());
+        // Outside the lock and after the unref: user code.
+        drop(waker);
+        super::drop_leftovers(undelivered);
     }
 }
 
@@ -343,6 +368,72 @@ mod tests {
     use super::super::test_support::{block_on, counting_waker, poll_once};
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn dropping_the_future_wakes_no_one() {
+        // Its own waker, woken from inside its drop, deadlocks an executor
+        // that cancels a task under the lock its `wake` takes.
+        let (user_data, mut done) = oneshot::<u8>();
+        let (waker, count) = counting_waker();
+        assert!(poll_once(&mut done, &waker).is_pending());
+        drop(done);
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            complete(user_data, 1u8).map_err(|e| e.0),
+            Err(SendError::Handle(Error::Stale))
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_retained_request_is_completed_in_place() {
+        // C keeps `user_data` in two places, with a destroy-notify each.
+        let (user_data, done) = oneshot::<u32>();
+        crate::retain(user_data).unwrap();
+        assert_eq!(complete(user_data, 5u32), Ok(()));
+        assert_eq!(
+            complete(user_data, 6u32),
+            Err((SendError::Handle(Error::Stale), 6))
+        );
+        assert_eq!(block_on(done), Ok(5)); // the future's drop unrefs once
+        crate::c_unref(user_data);
+        crate::c_unref(user_data); // the second destroy-notify: stale, ignored
+        assert!(!crate::Registry::global().is_live(user_data));
+        // A retained request destroyed without a completion still cancels.
+        let (user_data, done) = oneshot::<u32>();
+        crate::retain(user_data).unwrap();
+        crate::c_unref(user_data);
+        crate::c_unref(user_data);
+        assert_eq!(block_on(done), Err(super::super::Canceled));
+    }
+
+    #[test]
+    fn a_value_that_panics_when_dropped_leaves_nothing_behind() {
+        use crate::panic::tests::NestedPanic;
+        // Dropped with the future: the handle is unreffed first, then the
+        // value's panic propagates.
+        let (user_data, done) = oneshot::<NestedPanic>();
+        complete(user_data, NestedPanic(1))
+            .map_err(|e| e.0)
+            .unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(done)));
+        assert!(caught.is_err());
+        assert!(!crate::Registry::global().is_live(user_data));
+        // Dropped while the thread unwinds: discarded, not an abort.
+        let (user_data, done) = oneshot::<NestedPanic>();
+        complete(user_data, NestedPanic(1))
+            .map_err(|e| e.0)
+            .unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _done = done;
+            panic!("the body");
+        }));
+        assert_eq!(
+            crate::panic::message(&*caught.unwrap_err()),
+            Some("the body")
+        );
+        assert!(!crate::Registry::global().is_live(user_data));
+    }
 
     #[test]
     fn completed_before_first_poll() {

@@ -29,8 +29,9 @@
 //!   when that push ends, so the end never overtakes an accepted item.
 //! * **End of stream, from Rust.** Dropping the [`CallbackStream`] sets
 //!   `receiver_gone` (a racing push that already borrowed the `Feeder` sees
-//!   it and gets `Stale`, with its item back), drops the buffered items
-//!   after unlocking, and unrefs the handle: later pushes are `Stale`.
+//!   it and gets `Stale`, with its item back) and takes its waker out,
+//!   unrefs the handle (later pushes are `Stale`; the feeder's drop wakes
+//!   no one), and then drops the buffered items, outside the lock.
 //! * **Wakers** follow the [module's protocol](super): a push that makes an item
 //!   available takes the waker and wakes it after unlocking.
 //!
@@ -75,7 +76,8 @@ impl<T> Drop for Feeder<T> {
     fn drop(&mut self) {
         self.shared.update(|state| {
             state.open = false;
-            ((), true)
+            // A consumer that is gone took its waker already.
+            ((), !state.receiver_gone)
         });
     }
 }
@@ -87,6 +89,9 @@ impl<T> Drop for Feeder<T> {
 /// Give C a trampoline that calls [`push`] (or [`push_from_c`]) with
 /// `user_data`, and, for its destroy-notify slot,
 /// [`c_unref`](crate::c_unref), which ends the stream.
+///
+/// `capacity` bounds the buffer; it is not allocated up front (the buffer
+/// grows as items wait), so `usize::MAX` is a stream without a bound.
 ///
 /// # Panics
 ///
@@ -122,7 +127,9 @@ pub fn stream<T: Send + 'static>(capacity: usize) -> (*mut c_void, CallbackStrea
         "a callback stream needs a capacity of at least 1"
     );
     let shared = Arc::new(Shared::new(State {
-        items: VecDeque::with_capacity(capacity),
+        // A bound, not a size: allocating it up front made a large bound
+        // an allocation failure (an abort), or a capacity overflow.
+        items: VecDeque::new(),
         capacity,
         open: true,
         receiver_gone: false,
@@ -295,14 +302,17 @@ impl<T> FusedStream for CallbackStream<T> {
 
 impl<T> Drop for CallbackStream<T> {
     fn drop(&mut self) {
-        let unread = self.shared.update(|state| {
+        // `true`: take the waker out with the state change, so that the
+        // feeder's drop in the unref below finds none to wake.
+        let (unread, waker) = self.shared.update_deferred(|state| {
             state.receiver_gone = true;
-            (std::mem::take(&mut state.items), false)
+            (std::mem::take(&mut state.items), true)
         });
-        // Outside the lock: the items' `Drop` is user code.
-        drop(unread);
         // Stale if C destroyed it already: nothing to do then.
         let _ = crate::unref(self.user_data());
+        // Outside the lock and after the unref: user code.
+        drop(waker);
+        super::drop_leftovers(unread);
     }
 }
 
@@ -326,6 +336,43 @@ mod tests {
     use super::super::test_support::{counting_waker, next, poll_next_once};
     use super::*;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn dropping_the_stream_wakes_no_one() {
+        let (user_data, mut items) = stream::<u8>(4);
+        let (waker, count) = counting_waker();
+        assert!(poll_next_once(&mut items, &waker).is_pending());
+        drop(items);
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            push(user_data, 1u8),
+            Err((SendError::Handle(Error::Stale), 1))
+        );
+    }
+
+    #[test]
+    fn the_capacity_is_a_bound_not_an_allocation() {
+        // Allocated up front, this was an abort (64 TB) or an overflow.
+        let (user_data, mut items) = stream::<[u8; 64]>(usize::MAX);
+        push(user_data, [1u8; 64]).unwrap();
+        assert_eq!(next(&mut items), Some([1u8; 64]));
+        let (_user_data, items) = stream::<[u8; 64]>(1 << 40);
+        drop(items);
+    }
+
+    #[test]
+    fn unread_items_that_panic_when_dropped_leave_nothing_behind() {
+        use crate::panic::tests::NestedPanic;
+        let (user_data, items) = stream::<NestedPanic>(4);
+        for _ in 0..3 {
+            push(user_data, NestedPanic(1)).map_err(|e| e.0).unwrap();
+        }
+        // Every item is dropped, the first panic propagates, and the
+        // handle is gone.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(items)));
+        assert!(caught.is_err());
+        assert!(!crate::Registry::global().is_live(user_data));
+    }
 
     #[test]
     fn items_then_end_on_destroy_notify() {
