@@ -101,6 +101,10 @@ struct Table {
     deferred: Vec<Erased>,
     /// Handles of the global registry saved here, unreffed at exit.
     global: Vec<u64>,
+    /// Forget the ones already freed when `global` reaches this length
+    /// (so the list stays within twice the live count, at an amortised
+    /// constant cost per save).
+    next_prune: usize,
 }
 
 /// One thread's table of local values.
@@ -173,6 +177,7 @@ fn this_owner() -> Option<Arc<Owner>> {
                         values: BTreeMap::new(),
                         deferred: Vec::new(),
                         global: Vec::new(),
+                        next_prune: 16,
                     }),
                 }))
             });
@@ -359,9 +364,12 @@ impl Registry {
         let ptr = self.save(record);
         if std::ptr::eq(self, Registry::global()) {
             let mut table = owner.table.lock();
-            table
-                .global
-                .retain(|&h| Registry::global().is_live(handle::to_ptr(h)));
+            if table.global.len() >= table.next_prune {
+                table
+                    .global
+                    .retain(|&h| Registry::global().is_live(handle::to_ptr(h)));
+                table.next_prune = (table.global.len() * 2).max(16);
+            }
             table.global.push(handle::from_ptr(ptr));
         }
         ptr
@@ -550,6 +558,29 @@ mod tests {
         });
         assert_eq!(drops.load(Ordering::SeqCst), 2);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn the_list_of_global_handles_stays_within_twice_the_live_count() {
+        // Each `save_local` in the global registry used to scan this
+        // thread's whole list: quadratic in the number of live values.
+        std::thread::spawn(|| {
+            let g = Registry::global();
+            let n = if cfg!(miri) { 40 } else { 1000 };
+            let kept: Vec<_> = (0..4).map(|i| g.save_local(Rc::new(i))).collect();
+            for i in 0..n {
+                let p = g.save_local(Rc::new(i));
+                g.unref(p).unwrap();
+            }
+            let owner = this_owner().unwrap();
+            let listed = owner.table.lock().global.len();
+            assert!(listed <= 2 * 4 + 16, "{listed} listed for 4 live");
+            for p in kept {
+                g.unref(p).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
