@@ -652,11 +652,23 @@ impl Registry {
     /// assert_eq!(r.take::<Vec<char>>(p), Err(Error::Stale));
     /// ```
     pub fn take<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
+        self.take_counted(ptr, false).map_err(|e| match e {
+            Error::Retained => self.refused(ptr, e, std::any::type_name::<T>()),
+            e => e,
+        })
+    }
+
+    /// `take`, but a retained value is a quiet `Err(Retained)`, not a
+    /// refusal in the failure log: for a caller that then reaches the value
+    /// another way (a retained one-shot completion).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn take_unless_retained<T: Any + Send>(&self, ptr: *mut c_void) -> Result<T, Error> {
         self.take_counted(ptr, false)
     }
 
     /// `take`, where `force` removes a retained value whatever its count
-    /// (a scope's end, see transition 9).
+    /// (a scope's end, see transition 9). `Retained` is returned, not
+    /// logged: the caller decides whether it is a refusal.
     pub(crate) fn take_counted<T: Any + Send>(
         &self,
         ptr: *mut c_void,
@@ -664,13 +676,7 @@ impl Registry {
     ) -> Result<T, Error> {
         let (slot, locked) = self.borrow::<T>(ptr, Mode::Exclusive)?;
         // SAFETY: we hold the exclusive borrow that set `locked`.
-        let vacant = match unsafe { self.empty(ptr, slot, locked, force) } {
-            Ok(vacant) => vacant,
-            Err(Error::Retained) => {
-                return Err(self.refused(ptr, Error::Retained, std::any::type_name::<T>()))
-            }
-            Err(e) => return Err(e),
-        };
+        let vacant = unsafe { self.empty(ptr, slot, locked, force) }?;
         // SAFETY: `empty` made the slot vacant (or retired) by our hand, and
         // it holds a `T` (checked by `borrow`).
         Ok(unsafe { self.move_out_emptied::<T>(ptr, slot, vacant) })

@@ -205,9 +205,11 @@ pub fn oneshot<T: Send + 'static>() -> (*mut c_void, Completion<T>) {
 /// drop(done);
 /// ```
 pub fn complete<T: Send + 'static>(user_data: *mut c_void, value: T) -> Result<(), (SendError, T)> {
-    let (result, waker) = match crate::take::<Completer<T>>(user_data) {
+    // `take_unless_retained`: a retained request is not a refusal here.
+    let global = crate::Registry::global();
+    let (result, waker) = match global.take_unless_retained::<Completer<T>>(user_data) {
         Ok(completer) => completer.send(value),
-        Err(Error::Retained) => match crate::restore_ref::<Completer<T>>(user_data) {
+        Err(Error::Retained) => match global.restore_ref::<Completer<T>>(user_data) {
             Ok(completer) => completer.send(value),
             Err(error) => (Err((SendError::Handle(error), value)), None),
         },

@@ -76,6 +76,10 @@ mod tests {
         r.retain(p).unwrap();
         assert_eq!(r.take::<String>(p), Err(Error::Retained));
         assert_eq!(r.failures().count(&Error::Retained), 1);
+        // The crate's own quiet variant (a retained one-shot completion
+        // falls back to a shared borrow): the same answer, not logged.
+        assert_eq!(r.take_unless_retained::<String>(p), Err(Error::Retained));
+        assert_eq!(r.failures().count(&Error::Retained), 1);
         // Changed nothing: still live, still two references.
         assert_eq!(r.ref_count(p), Ok(2));
         assert_eq!(*r.restore::<String>(p).unwrap(), "x");
