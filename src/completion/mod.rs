@@ -120,6 +120,7 @@ pub mod oneshot;
 mod shared;
 pub mod stream;
 
+use std::ffi::c_void;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -199,12 +200,29 @@ impl fmt::Display for Canceled {
 
 impl std::error::Error for Canceled {}
 
-/// Drops what a consumer leaves behind when it is dropped (a delivered
-/// value, unread items), each in turn. The caller unrefs the handle
-/// first, so nothing stays in the registry whatever these `Drop`s do. A
-/// panic of theirs propagates once all are dropped (the first one), as
-/// from dropping any collection, unless this thread is already unwinding,
-/// where it is discarded rather than abort the process.
+/// A consumer's drop, the same for futures and streams: under the lock,
+/// `leave` marks the consumer gone and takes what it leaves behind (a
+/// delivered value, unread items), and the waker is taken out with it, so
+/// that the producer's end, dropped by the unref that follows, finds none
+/// to wake. Then the handle is unreffed, and only then, outside the lock,
+/// the waker and the leftovers are dropped: nothing stays in the registry
+/// whatever their `Drop`s do.
+fn end_consumer<S, L: IntoIterator>(
+    shared: &shared::Shared<S>,
+    user_data: *mut c_void,
+    leave: impl FnOnce(&mut S) -> L,
+) {
+    let (leftovers, waker) = shared.update_deferred(|state| (leave(state), true));
+    // Stale if completed or destroyed already: nothing to do then.
+    let _ = crate::unref(user_data);
+    drop(waker);
+    drop_leftovers(leftovers);
+}
+
+/// Drops leftovers each in turn. A panic of theirs propagates once all are
+/// dropped (the first one), as from dropping any collection, unless this
+/// thread is already unwinding, where it is discarded rather than abort
+/// the process.
 fn drop_leftovers<V>(leftovers: impl IntoIterator<Item = V>) {
     let mut panic = None;
     for value in leftovers {

@@ -330,23 +330,16 @@ impl<T> FusedFuture for Completion<T> {
 
 impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
-        // `true`: take the waker out with the state change, so that the
-        // completer's drop in the unref below finds none to wake.
-        let (undelivered, waker) = self.shared.update_deferred(|state| {
+        super::end_consumer(&self.shared, self.user_data(), |state| {
             state.receiver_gone = true;
             match std::mem::replace(&mut state.slot, Slot::Taken) {
-                Slot::Done(value) => (Some(value), true),
+                Slot::Done(value) => Some(value),
                 other => {
                     state.slot = other;
-                    (None, true)
+                    None
                 }
             }
         });
-        // Stale if completed or destroyed already: nothing to do then.
-        let _ = crate::unref(self.user_data());
-        // Outside the lock and after the unref: user code.
-        drop(waker);
-        super::drop_leftovers(undelivered);
     }
 }
 

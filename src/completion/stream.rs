@@ -302,17 +302,10 @@ impl<T> FusedStream for CallbackStream<T> {
 
 impl<T> Drop for CallbackStream<T> {
     fn drop(&mut self) {
-        // `true`: take the waker out with the state change, so that the
-        // feeder's drop in the unref below finds none to wake.
-        let (unread, waker) = self.shared.update_deferred(|state| {
+        super::end_consumer(&self.shared, self.user_data(), |state| {
             state.receiver_gone = true;
-            (std::mem::take(&mut state.items), true)
+            std::mem::take(&mut state.items)
         });
-        // Stale if C destroyed it already: nothing to do then.
-        let _ = crate::unref(self.user_data());
-        // Outside the lock and after the unref: user code.
-        drop(waker);
-        super::drop_leftovers(unread);
     }
 }
 

@@ -181,9 +181,8 @@ impl<'r> Group<'r> {
         let mut members = self.state.lock();
         // A member being removed counts while it is live: between a clear
         // taking it and making it stale (its `Drop` then runs stale).
-        let live = |&h: &u64| self.registry.is_live(handle::to_ptr(h));
         let at_limit = |m: &Members| {
-            let removing = m.removing.iter().filter(|h| live(h)).count();
+            let removing = m.removing.iter().filter(|&&h| self.is_live(h)).count();
             self.limit
                 .is_some_and(|l| m.handles.len() + m.clearing.len() + removing >= l)
         };
@@ -200,12 +199,15 @@ impl<'r> Group<'r> {
         Ok(ptr)
     }
 
+    /// Whether the member `h` is still live (not freed by C or a `clear`).
+    fn is_live(&self, h: u64) -> bool {
+        self.registry.is_live(handle::to_ptr(h))
+    }
+
     /// Forgets the members C already freed.
     fn prune(&self, members: &mut Members) {
-        let registry = self.registry;
-        let live = |&h: &u64| registry.is_live(handle::to_ptr(h));
-        members.handles.retain(live);
-        members.clearing.retain(live);
+        members.handles.retain(|&h| self.is_live(h));
+        members.clearing.retain(|&h| self.is_live(h));
         members.next_prune = (members.handles.len() * 2).max(16);
     }
 
@@ -222,10 +224,7 @@ impl<'r> Group<'r> {
     /// ```
     pub fn len(&self) -> usize {
         let members = self.state.lock();
-        members
-            .all()
-            .filter(|&h| self.registry.is_live(handle::to_ptr(h)))
-            .count()
+        members.all().filter(|&h| self.is_live(h)).count()
     }
 
     /// Whether none of the group's handles is live.
