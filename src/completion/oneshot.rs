@@ -207,10 +207,20 @@ pub fn oneshot<T: Send + 'static>() -> (*mut c_void, Completion<T>) {
 pub fn complete<T: Send + 'static>(user_data: *mut c_void, value: T) -> Result<(), (SendError, T)> {
     // `take_unless_retained`: a retained request is not a refusal here.
     let global = crate::Registry::global();
+    // A completer that refuses (completed already, or its future is gone)
+    // is a refusal like any `Stale` handle: in the failure log.
+    let send = |completer: &Completer<T>, value| {
+        let sent = completer.send(value);
+        if sent.0.is_err() {
+            let expected = std::any::type_name::<Completer<T>>();
+            global.refused(user_data, Error::Stale, expected);
+        }
+        sent
+    };
     let (result, waker) = match global.take_unless_retained::<Completer<T>>(user_data) {
-        Ok(completer) => completer.send(value),
+        Ok(completer) => send(&completer, value),
         Err(Error::Retained) => match global.restore_ref::<Completer<T>>(user_data) {
-            Ok(completer) => completer.send(value),
+            Ok(completer) => send(&completer, value),
             Err(error) => (Err((SendError::Handle(error), value)), None),
         },
         Err(error) => (Err((SendError::Handle(error), value)), None),
@@ -390,6 +400,14 @@ mod tests {
             complete(user_data, 6u32),
             Err((SendError::Handle(Error::Stale), 6))
         );
+        // The second completion is a refusal in the log, as on a plain
+        // request; the first, and the retain, are not.
+        let logged = |error: Error| {
+            let failures = crate::Registry::global().failures();
+            let this = |f: &&crate::Failure| f.handle() == user_data && f.error() == error;
+            failures.recent().iter().filter(this).count()
+        };
+        assert_eq!((logged(Error::Stale), logged(Error::Retained)), (1, 0));
         assert_eq!(block_on(done), Ok(5)); // the future's drop unrefs once
         crate::c_unref(user_data);
         crate::c_unref(user_data); // the second destroy-notify: stale, ignored
