@@ -204,7 +204,7 @@ impl std::error::Error for Canceled {}
 /// `leave` marks the consumer gone and takes what it leaves behind (a
 /// delivered value, unread items), and the waker is taken out with it, so
 /// that the producer's end, dropped by the unref that follows, finds none
-/// to wake. Then the handle is unreffed, and only then, outside the lock,
+/// to wake. Then the handle is removed, and only then, outside the lock,
 /// the waker and the leftovers are dropped: nothing stays in the registry
 /// whatever their `Drop`s do.
 fn end_consumer<S, L: IntoIterator>(
@@ -213,8 +213,10 @@ fn end_consumer<S, L: IntoIterator>(
     leave: impl FnOnce(&mut S) -> L,
 ) {
     let (leftovers, waker) = shared.update_deferred(|state| (leave(state), true));
-    // Stale if completed or destroyed already: nothing to do then.
-    let _ = crate::unref(user_data);
+    // Every reference (a retained request is canceled too), and quietly:
+    // the handle is stale already after a completion or a destroy-notify,
+    // which is no refusal.
+    let _ = crate::Registry::global().unref_with(user_data, true);
     drop(waker);
     drop_leftovers(leftovers);
 }

@@ -191,8 +191,9 @@ pub fn oneshot<T: Send + 'static>() -> (*mut c_void, Completion<T>) {
 ///
 /// A request C holds in several places ([`retain`](crate::retain)ed, one
 /// destroy-notify each) is completed in place: the future resolves, the
-/// handle stays live until its last [`c_unref`](crate::c_unref), and a
-/// second completion is `Stale` as above.
+/// handle stays live until its last [`c_unref`](crate::c_unref) or until
+/// the future is dropped (which removes every reference), and a second
+/// completion is `Stale` as above.
 ///
 /// ```
 /// use handle_registry::completion::{complete, oneshot, SendError};
@@ -408,7 +409,8 @@ mod tests {
             failures.recent().iter().filter(this).count()
         };
         assert_eq!((logged(Error::Stale), logged(Error::Retained)), (1, 0));
-        assert_eq!(block_on(done), Ok(5)); // the future's drop unrefs once
+        assert_eq!(block_on(done), Ok(5)); // its drop removes every reference
+        assert!(!crate::Registry::global().is_live(user_data));
         crate::c_unref(user_data);
         crate::c_unref(user_data); // the second destroy-notify: stale, ignored
         assert!(!crate::Registry::global().is_live(user_data));
@@ -446,6 +448,22 @@ mod tests {
             Some("the body")
         );
         assert!(!crate::Registry::global().is_live(user_data));
+    }
+
+    #[test]
+    fn a_completed_futures_drop_is_no_refusal() {
+        // Its handle is stale by then (the completion took it): the
+        // future's own unref must not enter the failure log.
+        let (user_data, done) = oneshot::<u8>();
+        complete(user_data, 5u8).unwrap();
+        assert_eq!(block_on(done), Ok(5));
+        let failures = crate::Registry::global().failures();
+        let logged = failures
+            .recent()
+            .iter()
+            .filter(|f| f.handle() == user_data)
+            .count();
+        assert_eq!(logged, 0, "{:?}", failures.recent());
     }
 
     #[test]

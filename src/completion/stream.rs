@@ -344,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_dropped_after_its_end_is_no_refusal() {
+        let (user_data, mut items) = stream::<u8>(4);
+        crate::c_unref(user_data); // C ends it
+        assert_eq!(next(&mut items), None);
+        drop(items); // its own unref finds the handle stale: not logged
+        let failures = crate::Registry::global().failures();
+        let logged = failures
+            .recent()
+            .iter()
+            .filter(|f| f.handle() == user_data)
+            .count();
+        assert_eq!(logged, 0, "{:?}", failures.recent());
+    }
+
+    #[test]
     fn the_capacity_is_a_bound_not_an_allocation() {
         // Allocated up front, this was an abort (64 TB) or an overflow.
         let (user_data, mut items) = stream::<[u8; 64]>(usize::MAX);
