@@ -304,6 +304,15 @@ pub(crate) mod test_support {
         Pin::new(future).poll(&mut Context::from_waker(waker))
     }
 
+    /// The global registry's recent refusals of `user_data`, of `error` or,
+    /// with `None`, of any kind.
+    pub fn logged_for(user_data: *mut std::ffi::c_void, error: Option<crate::Error>) -> usize {
+        let failures = crate::Registry::global().failures();
+        let this =
+            |f: &&crate::Failure| f.handle() == user_data && error.is_none_or(|e| f.error() == e);
+        failures.recent().iter().filter(this).count()
+    }
+
     pub fn poll_next_once<S: Stream + Unpin>(
         stream: &mut S,
         waker: &Waker,

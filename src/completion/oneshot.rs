@@ -371,7 +371,7 @@ const _: fn() = || {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{block_on, counting_waker, poll_once};
+    use super::super::test_support::{block_on, counting_waker, logged_for, poll_once};
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -403,11 +403,7 @@ mod tests {
         );
         // The second completion is a refusal in the log, as on a plain
         // request; the first, and the retain, are not.
-        let logged = |error: Error| {
-            let failures = crate::Registry::global().failures();
-            let this = |f: &&crate::Failure| f.handle() == user_data && f.error() == error;
-            failures.recent().iter().filter(this).count()
-        };
+        let logged = |error: Error| logged_for(user_data, Some(error));
         assert_eq!((logged(Error::Stale), logged(Error::Retained)), (1, 0));
         assert_eq!(block_on(done), Ok(5)); // its drop removes every reference
         assert!(!crate::Registry::global().is_live(user_data));
@@ -457,13 +453,7 @@ mod tests {
         let (user_data, done) = oneshot::<u8>();
         complete(user_data, 5u8).unwrap();
         assert_eq!(block_on(done), Ok(5));
-        let failures = crate::Registry::global().failures();
-        let logged = failures
-            .recent()
-            .iter()
-            .filter(|f| f.handle() == user_data)
-            .count();
-        assert_eq!(logged, 0, "{:?}", failures.recent());
+        assert_eq!(logged_for(user_data, None), 0);
     }
 
     #[test]
