@@ -33,6 +33,9 @@ use loom::thread::{self, ThreadId};
 
 use crate::{Error, Registry};
 
+/// The proposed parked borrows, on a model slot (not yet in the registry).
+mod parked;
+
 /// Runs `f` under every interleaving up to the preemption bound:
 /// `LOOM_MAX_PREEMPTIONS`, 4 if unset.
 fn model(f: impl Fn() + Sync + Send + 'static) {

@@ -1,0 +1,496 @@
+//! A model of **parked exclusive borrows**, the design proposed for a
+//! `restore` without locked instructions (issue 9). It is not in the
+//! registry yet: this file states the protocol before the code, and loom
+//! checks its core handshake on a model slot, so that wiring it into every
+//! path of [`registry`](crate::registry) starts from a checked design.
+//!
+//! # Why
+//!
+//! A plain `restore` costs two locked instructions (the borrow's and the
+//! release's compare-exchange). On the Intel host of 2026-11-27 each costs
+//! about 7 ns, against 2.6 ns for a whole callback through a raw pointer:
+//! they are nearly all of `restore`'s overhead. A thread that restores the
+//! same handle over and over (a C library's callback loop) can instead keep
+//! the borrow between callbacks, *parked*, and enter and leave it with plain
+//! stores and loads. Any other thread that needs the slot first asks the
+//! owner to leave, with a process-wide barrier (`membarrier`) standing in
+//! for the fence the owner no longer executes.
+//!
+//! # The pieces
+//!
+//! * A new flag `PARKED` in the state word. `Parked(g, t)` is
+//!   `g LIVE EXCL PARKED t`: exclusively borrowed by owner id `t`, but
+//!   nobody is inside unless `t`'s record says so. A real exclusive borrow
+//!   (`g LIVE EXCL t`, no `PARKED`) is unchanged, so every thread that meets
+//!   one waits as today.
+//! * Each owner id's **record** lists the slots its thread is inside
+//!   (`held`; the model has one entry: 1 or 0). Only that thread writes it,
+//!   with plain (`Relaxed`/`Release`) stores, on its own cache line.
+//! * The **light** barrier, on the owner's side, is a compiler fence. The
+//!   **heavy** one, on every other thread's side, is
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: when it returns, every
+//!   thread of the process has executed a full barrier (or been switched
+//!   out, which is one). Together they are a Dekker pair: after a thread
+//!   stores X, light-fences and loads Y, while another writes Y,
+//!   heavy-fences and loads X, at least one of the two loads sees the other
+//!   thread's store. Loom cannot run `membarrier`; the model uses a `SeqCst`
+//!   fence on both sides, which gives the same guarantee in C11.
+//!
+//! # Transitions
+//!
+//! Write `T` for the owner id of the parking thread, `S` for any other.
+//!
+//! 1. **park** (owner's release of a real borrow): `Excl(g, T)` →
+//!    `Parked(g, T)` by its usual release exchange, when the owner has
+//!    restored this slot often enough in a row to pay for a later steal
+//!    (see "Policy"). With `WAITING` set it releases to `Live` and wakes,
+//!    as today.
+//! 2. **enter** (owner's `restore`): store `held = slot` (`Relaxed`), light
+//!    barrier, load the word (`Acquire`). Exactly `Parked(g, T)`: the
+//!    owner is inside; no locked instruction. Anything else: step 4, then
+//!    the ordinary slow path.
+//! 3. **leave** (owner's guard drop): store `held = 0` (`Release`), light
+//!    barrier, load the word. Still `Parked(g, T)`: done. Otherwise step 4.
+//! 4. **after leaving** (the owner has just cleared `held`): if the word is
+//!    `Parked(g, T) + WAITING`, take the wait lock and wake all (a stealer
+//!    may be waiting for this `held` to clear). If it is a parked orphan
+//!    (`PARKED`, `EXCL`, `T`, not `LIVE`), try to dispose of it (step 8).
+//! 5. **steal** (any other borrow, `take`, `retain`, `restore_ref` by `S`,
+//!    meeting `Parked(g, T)`): set `WAITING` by compare-exchange
+//!    (`Acquire`: it reads the owner's park), heavy barrier, then, under the
+//!    wait lock, load `T`'s `held` (`Acquire`). Zero: the owner is outside
+//!    and, by the barrier, its next enter will see `WAITING` and fail; turn
+//!    `Parked(g, T) + WAITING` into `Live(g)` (compare-exchange), wake all,
+//!    and retry. Set: if the word, reloaded under the lock, is still
+//!    `Parked(g, T) + WAITING`, wait on the condition variable; then retry.
+//!    No lost wake-up: the owner clears `held` after the barrier (else the
+//!    load had read zero), so its step 4 sees that `WAITING` (or a later
+//!    word, and every transition that clears the flag wakes all) and takes
+//!    the lock this thread holds until it waits. The reload matters: a
+//!    stealer whose word was read before an unpark and a re-park may carry
+//!    a `WAITING` that is no longer in the word, and the owner would never
+//!    wake it (loom found this deadlock in the first draft).
+//! 6. **own slow path**: the owner, outside (`held = 0`), meeting its own
+//!    `Parked(g, T) + WAITING`, turns it into `Live(g)` itself and wakes
+//!    all; it and the stealer then compete as today.
+//! 7. **unref** of `Parked(g, T)`: orphan it as any borrowed word
+//!    (`g+1 EXCL PARKED T`, generation moved: stale at once). Then, if the
+//!    caller is the owner, it knows whether it is inside (its own record);
+//!    any other thread heavy-fences and loads `held`. Outside: step 8.
+//!    Inside: the owner's leave (steps 3–4) meets the orphan and disposes.
+//!    `unref` never waits, as today.
+//! 8. **dispose**: compare-exchange the parked orphan's exact word to
+//!    `Vacant(g+1)`; the winner drops the value and frees the index, and
+//!    wakes all if the orphan carried `WAITING`. Both the unref and the
+//!    owner may try (each may see the other, the Dekker pair allows both);
+//!    the exchange picks one.
+//!
+//! # Hazards the registry's version must answer
+//!
+//! * **Owner ids shared in thread-local teardown.** A dying thread keeps
+//!   its id after giving it back, so two threads may share `T`. A thread
+//!   may enter only while its lease is live (a `const` thread-local flag
+//!   cleared before the id goes back), and a lease whose thread is still
+//!   inside a parked borrow (a guard alive during teardown) is never given
+//!   back: the id is quarantined, not reused.
+//! * **Records by id, not by thread.** The stealer finds `T`'s record by
+//!   id, in a table whose entries are never freed. A new thread that later
+//!   gets `T` may enter `T`'s parked slots: it inherits the parked borrow,
+//!   ordered after the old thread's last access by the id pool's lock.
+//! * **A forgotten guard** leaves `held` set: stealers wait, as they wait
+//!   for a forgotten exclusive guard today.
+//! * **Where `membarrier` is missing** (not Linux, registration refused,
+//!   Miri, loom): never park. Every path is today's.
+//!
+//! # Policy, from a measurement
+//!
+//! A steal costs one `membarrier`. On the Intel host (2026-11-27, a C loop
+//! of 20 000 calls after `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`): 140 ns
+//! alone, 200 ns with a second thread asleep, and 0.4–18 µs (mostly
+//! 11–18 µs) with a second thread running on the other CPU: the VM's
+//! inter-processor interrupt. So a steal costs as much as a thousand saved
+//! locked instructions, and the owner must park only a handle it keeps
+//! restoring: after some number of consecutive restores of one slot (a
+//! thread-local counter, no shared write), in the order of a thousand, so
+//! that a handle restored on one thread and freed on another (a per-request
+//! handle) never parks, and a handle that two threads pass back and forth
+//! pays at most about twice today's cost.
+//!
+//! # What the models check
+//!
+//! Slot words here are a small encoding of the registry's (generation,
+//! owner id, the four flags). The value is a loom cell: every access
+//! (owner inside, stealer's borrow, the drop) must be ordered after the
+//! previous ones, or loom fails the model; a lost wake-up is a deadlock.
+//! All three pass with `LOOM_MAX_PREEMPTIONS=7` (171 s; CI runs them at
+//! 4, about 2 s). They were checked against seeded bugs (2026-11-27): with
+//! either barrier weakened to an `Acquire` fence, all three fail (loom:
+//! concurrent writes to the value); with step 8's two disposers not
+//! arbitrated by an exchange, both unref models fail; without step 5's
+//! reload, loom reports the deadlock.
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{fence, AtomicUsize, Ordering};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+
+use super::model;
+
+const LIVE: usize = 0b0001;
+const EXCL: usize = 0b0010;
+const WAITING: usize = 0b0100;
+const PARKED: usize = 0b1000;
+const ID_SHIFT: u32 = 4;
+const GENERATION_SHIFT: u32 = 8;
+/// The parking thread's owner id, and any other thread's.
+const OWNER: usize = 1;
+const OTHER: usize = 2;
+
+const fn at(g: usize) -> usize {
+    g << GENERATION_SHIFT
+}
+const fn live(g: usize) -> usize {
+    at(g) | LIVE
+}
+const fn exclusive(g: usize, id: usize) -> usize {
+    live(g) | EXCL | (id << ID_SHIFT)
+}
+const fn parked(g: usize, id: usize) -> usize {
+    exclusive(g, id) | PARKED
+}
+const fn generation(word: usize) -> usize {
+    word >> GENERATION_SHIFT
+}
+const fn owner_of(word: usize) -> usize {
+    (word >> ID_SHIFT) & 0xF
+}
+
+/// The owner's side of the Dekker pair: a compiler fence in the real code.
+fn light_barrier() {
+    fence(Ordering::SeqCst);
+}
+
+/// Every other thread's side: `membarrier` in the real code.
+fn heavy_barrier() {
+    fence(Ordering::SeqCst);
+}
+
+/// How the caller holds the slot.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Held {
+    /// Inside a parked borrow (the owner's fast path).
+    Parked,
+    /// A real exclusive borrow, as today.
+    Exclusive,
+}
+
+/// One slot, the owner's record, the registry's wait lock.
+struct Slot {
+    state: AtomicUsize,
+    value: UnsafeCell<u64>,
+    drops: AtomicUsize,
+    /// `OWNER`'s record: 1 while it is inside this slot's parked borrow.
+    held: AtomicUsize,
+    lock: Mutex<()>,
+    woken: Condvar,
+}
+
+// SAFETY: the value is reached through loom's cell, which fails the model
+// on any access the protocol does not order: that is what is checked.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    /// A live slot at generation 0 that `OWNER` restored and parked
+    /// (transitions 1 and 2 of today's protocol, then park).
+    fn parked_by_owner() -> Slot {
+        let slot = Slot {
+            state: AtomicUsize::new(live(0)),
+            value: UnsafeCell::new(0),
+            drops: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            woken: Condvar::new(),
+        };
+        assert!(slot.borrow_slow(0, OWNER));
+        slot.write();
+        slot.release(0, OWNER, true);
+        assert_eq!(slot.state.load(Ordering::Relaxed), parked(0, OWNER));
+        slot
+    }
+
+    fn write(&self) {
+        // SAFETY: loom checks the access is ordered after every other.
+        self.value.with_mut(|p| unsafe { *p += 1 });
+    }
+
+    fn wake_all(&self) {
+        let _lock = self.lock.lock().unwrap();
+        self.woken.notify_all();
+    }
+
+    /// Steps 2 and 4: the owner's `restore`. `None`: stale.
+    fn enter(&self, g: usize) -> Option<Held> {
+        self.held.store(1, Ordering::Relaxed);
+        light_barrier();
+        if self.state.load(Ordering::Acquire) == parked(g, OWNER) {
+            return Some(Held::Parked);
+        }
+        self.held.store(0, Ordering::Release);
+        light_barrier();
+        self.after_leaving(g);
+        self.borrow_slow(g, OWNER).then_some(Held::Exclusive)
+    }
+
+    /// Step 3: the owner's guard drop.
+    fn leave(&self, g: usize, held: Held) {
+        match held {
+            Held::Parked => {
+                self.held.store(0, Ordering::Release);
+                light_barrier();
+                self.after_leaving(g);
+            }
+            Held::Exclusive => self.release(g, OWNER, true),
+        }
+    }
+
+    /// Step 4.
+    fn after_leaving(&self, g: usize) {
+        let word = self.state.load(Ordering::Acquire);
+        if word == parked(g, OWNER) | WAITING {
+            self.wake_all();
+        } else if word & (LIVE | PARKED) == PARKED && owner_of(word) == OWNER {
+            self.dispose(word);
+        }
+    }
+
+    /// Today's slow path, with steps 5 and 6 for parked words. `false`:
+    /// stale.
+    fn borrow_slow(&self, g: usize, me: usize) -> bool {
+        loop {
+            let word = self.state.load(Ordering::Acquire);
+            if generation(word) != g || word & LIVE == 0 {
+                return false;
+            }
+            if word == live(g) {
+                if self
+                    .state
+                    .compare_exchange(word, exclusive(g, me), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            if word & PARKED != 0 && owner_of(word) == me {
+                // Step 6: our own park, with a waiter; we are outside.
+                self.unpark(word);
+                continue;
+            }
+            if word & PARKED != 0 {
+                // Step 5.
+                if word & WAITING == 0
+                    && self
+                        .state
+                        .compare_exchange(
+                            word,
+                            word | WAITING,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_err()
+                {
+                    continue;
+                }
+                heavy_barrier();
+                let lock = self.lock.lock().unwrap();
+                if self.held.load(Ordering::Acquire) == 0 {
+                    drop(lock);
+                    self.unpark(word | WAITING);
+                } else if self.state.load(Ordering::Relaxed) == word | WAITING {
+                    // Only while the flag is still there: a word read
+                    // before an unpark may carry a `WAITING` the owner will
+                    // never see (the model's first draft lost that wake-up).
+                    drop(self.woken.wait(lock).unwrap());
+                }
+                continue;
+            }
+            // Another thread's real borrow: today's wait (flag the exact
+            // word under the lock, then wait; its release wakes us).
+            let lock = self.lock.lock().unwrap();
+            let flagged = word & WAITING != 0
+                || self
+                    .state
+                    .compare_exchange(word, word | WAITING, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if flagged && self.state.load(Ordering::Relaxed) == word | WAITING {
+                drop(self.woken.wait(lock).unwrap());
+            }
+        }
+    }
+
+    /// `Parked + WAITING` → `Live`, waking all (steps 5 and 6). Losing the
+    /// exchange means another did it, or the word moved on: retry.
+    fn unpark(&self, word: usize) {
+        let g = generation(word);
+        if self
+            .state
+            .compare_exchange(word, live(g), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            && word & WAITING != 0
+        {
+            self.wake_all();
+        }
+    }
+
+    /// Today's release of a real exclusive borrow; `park`: step 1.
+    fn release(&self, g: usize, me: usize, park: bool) {
+        let target = if park { parked(g, me) } else { live(g) };
+        let mut seen = exclusive(g, me);
+        loop {
+            let new = if seen & LIVE == 0 {
+                // Orphaned by an unref: the last borrower drops.
+                at(g + 1)
+            } else if seen & WAITING != 0 {
+                live(g)
+            } else {
+                target
+            };
+            match self
+                .state
+                .compare_exchange(seen, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if seen & LIVE == 0 {
+                        self.drop_value();
+                    }
+                    if seen & WAITING != 0 {
+                        self.wake_all();
+                    }
+                    return;
+                }
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    /// Step 7 (and today's unref of other words).
+    fn unref(&self, g: usize, me: usize) {
+        loop {
+            let word = self.state.load(Ordering::Acquire);
+            if generation(word) != g || word & LIVE == 0 {
+                return;
+            }
+            let orphan = (word & !LIVE) + at(1);
+            let new = if word == live(g) { at(g + 1) } else { orphan };
+            if self
+                .state
+                .compare_exchange(word, new, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if word == live(g) {
+                self.drop_value();
+            } else if word & PARKED != 0 {
+                assert_ne!(me, OWNER, "the models unref from the other thread");
+                heavy_barrier();
+                if self.held.load(Ordering::Acquire) == 0 {
+                    self.dispose(orphan);
+                }
+            }
+            return;
+        }
+    }
+
+    /// Step 8.
+    fn dispose(&self, orphan: usize) {
+        let vacant = at(generation(orphan));
+        if self
+            .state
+            .compare_exchange(orphan, vacant, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.drop_value();
+            if orphan & WAITING != 0 {
+                self.wake_all();
+            }
+        }
+    }
+
+    fn drop_value(&self) {
+        self.write();
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Parks a slot on the model's main thread (the owner), runs `other` on a
+/// second thread while the owner enters, writes and leaves `rounds` times
+/// (skipping a round once the handle is stale), and returns the slot when
+/// both are done.
+fn against_the_owner(rounds: usize, other: impl FnOnce(&Slot) + Send + 'static) -> Arc<Slot> {
+    let slot = Arc::new(Slot::parked_by_owner());
+    let thread = {
+        let slot = slot.clone();
+        thread::spawn(move || other(&slot))
+    };
+    for _ in 0..rounds {
+        if let Some(held) = slot.enter(0) {
+            slot.write();
+            slot.leave(0, held);
+        }
+    }
+    thread.join().unwrap();
+    slot
+}
+
+/// The other thread's borrow (a steal), its write and its release; `false`
+/// when the handle was stale.
+fn borrow_and_write(slot: &Slot) -> bool {
+    let live = slot.borrow_slow(0, OTHER);
+    if live {
+        slot.write();
+        slot.release(0, OTHER, false);
+    }
+    live
+}
+
+/// The owner enters and leaves its parked borrow twice, writing each time,
+/// while the other thread borrows the slot (a steal) and writes. All three
+/// writes land, ordered; no lost wake-up.
+#[test]
+fn a_steal_waits_for_the_owner_inside() {
+    model(|| {
+        let slot = against_the_owner(2, |slot| assert!(borrow_and_write(slot)));
+        // SAFETY: both threads are done.
+        assert_eq!(slot.value.with(|p| unsafe { *p }), 4);
+        let word = slot.state.load(Ordering::Relaxed);
+        assert!(word == live(0) || word == parked(0, OWNER), "{word:#x}");
+    });
+}
+
+/// The other thread unrefs the parked handle while the owner enters it,
+/// writes and leaves: the value is dropped exactly once, after the owner's
+/// last access, and the slot ends vacant.
+#[test]
+fn an_unref_races_the_owners_fast_borrow() {
+    model(|| {
+        let slot = against_the_owner(1, |slot| slot.unref(0, OTHER));
+        assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
+        assert_eq!(slot.state.load(Ordering::Relaxed), at(1));
+    });
+}
+
+/// A steal and an unref from the other thread, back to back, against two
+/// owner borrows: the unref removes the steal's `Live` word or the owner's
+/// re-park, and the value still drops once.
+#[test]
+fn a_steal_then_an_unref_against_the_owner() {
+    model(|| {
+        let slot = against_the_owner(2, |slot| {
+            borrow_and_write(slot);
+            slot.unref(0, OTHER);
+        });
+        assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
+        assert_eq!(slot.state.load(Ordering::Relaxed), at(1));
+    });
+}
