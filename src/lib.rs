@@ -81,6 +81,7 @@ mod owned;
 mod page_memory;
 mod pages;
 pub mod panic;
+mod parked;
 mod readers;
 mod registry;
 mod scope;

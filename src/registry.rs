@@ -47,8 +47,10 @@ use crate::handle::{self, Layout};
 use crate::pages::Pages;
 #[cfg(not(all(loom, test)))]
 use crate::pages::{StaticPage, FIRST};
-use crate::slot::{self, Slot, COUNTED, EXCLUSIVE, LIVE, PINNED, READER, RETIRED, SHARED, WAITING};
-use crate::{readers, thread, Error, Guard, Handle, SharedGuard};
+use crate::slot::{
+    self, Slot, COUNTED, EXCLUSIVE, LIVE, PARKED, PINNED, READER, RETIRED, SHARED, WAITING,
+};
+use crate::{parked, readers, thread, Error, Guard, Handle, SharedGuard};
 
 const LAYOUT: Layout = Layout::NATIVE;
 const GLOBAL_ID: u32 = 1;
@@ -402,11 +404,159 @@ impl Registry {
                 }
             };
         }
+        if let Some((slot, parked)) = self.enter_parked::<T>(ptr) {
+            return Some((slot, parked, false));
+        }
         if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
             return Some((slot, locked, false));
         }
         self.restore_unlent::<T>(ptr, error)
             .map(|(slot, locked)| (slot, locked, false))
+    }
+
+    /// The owner's enter of its parked borrow (see [`parked`], step 2): no
+    /// locked instruction. Returns the slot and the parked word; `None`,
+    /// having changed nothing, when this thread does not hold the handle
+    /// parked (or holds it already, or the type differs).
+    #[inline(always)]
+    fn enter_parked<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
+        let id = parked::parking_id()?;
+        let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
+        let slot = self.slot(index)?;
+        let word = slot::parked(generation, id);
+        // A hint that spares the record's stores for handles not parked
+        // here; the load after the barrier decides.
+        if slot.state.load(Ordering::Relaxed) != word || !parked::enter(id, slot) {
+            return None;
+        }
+        if slot.state.load(Ordering::Acquire) == word && slot.holds::<T>() {
+            return Some((slot, word));
+        }
+        self.leave_parked(slot, word);
+        None
+    }
+
+    /// The owner's leave of its parked borrow `word` (steps 3 and 4).
+    #[inline(always)]
+    fn leave_parked(&self, slot: &Slot, word: usize) {
+        parked::leave(slot::borrow(word), slot);
+        let now = slot.state.load(Ordering::Acquire);
+        if now != word {
+            self.after_leaving(slot, word, now);
+        }
+    }
+
+    /// Step 4: the owner left its parked borrow `word` and found `now`.
+    #[cold]
+    #[inline(never)]
+    fn after_leaving(&self, slot: &Slot, word: usize, now: usize) {
+        let parked_orphan = now & (LIVE | EXCLUSIVE | PARKED) == EXCLUSIVE | PARKED
+            && slot::borrow(now) == slot::borrow(word)
+            && slot::orphaned_generation(now) == slot::generation(word);
+        if parked_orphan {
+            self.dispose_parked_orphan(slot, self.index_of_slot(slot), now);
+        } else if now & WAITING != 0 {
+            // A stealer may wait for the entry we just cleared.
+            self.wake_waiters();
+        }
+    }
+
+    /// Step 5 or 6: `seen` is a live parked word of the slot that a borrow
+    /// in `mode` met. Makes it `Live` (waiting for the owner to leave if
+    /// it is inside) and returns the word now, or `Busy` when the owner is
+    /// this thread, inside.
+    #[cold]
+    #[inline(never)]
+    fn unpark(&self, slot: &Slot, seen: usize) -> Result<usize, Error> {
+        let owner = slot::borrow(seen);
+        if Some(owner) == thread::known_id() {
+            if parked::mine_holds(owner, slot) {
+                return Err(Error::Busy);
+            }
+            if parked::parking_id() == Some(owner) {
+                // Step 6: our own park, and only we enter it.
+                self.unpark_word(slot, seen);
+                return Ok(slot.state.load(Ordering::Relaxed));
+            }
+            // Our id may be shared (thread-local teardown): steal, as
+            // another thread would.
+        }
+        let flagged = seen | WAITING;
+        if seen & WAITING == 0 {
+            // `Acquire`: reads the owner's park, and its accesses before.
+            if let Err(now) =
+                slot.state
+                    .compare_exchange(seen, flagged, Ordering::Acquire, Ordering::Relaxed)
+            {
+                return Ok(now);
+            }
+        }
+        parked::heavy_barrier();
+        let waiting = self.wait_lock.lock();
+        if !parked::holds(owner, slot) {
+            drop(waiting);
+            self.unpark_word(slot, flagged);
+        } else if slot.state.load(Ordering::Relaxed) == flagged {
+            drop(self.wake.wait(waiting));
+        }
+        Ok(slot.state.load(Ordering::Relaxed))
+    }
+
+    /// A parked word nobody is inside → `Live` (keeping `COUNTED`), waking
+    /// all if it was flagged. Losing the exchange means another did it, or
+    /// the word moved on; the caller reloads either way.
+    fn unpark_word(&self, slot: &Slot, seen: usize) {
+        // `AcqRel`: whoever borrows the `Live` word next acquires, through
+        // this exchange, what the owner's leave released to us.
+        let done = slot
+            .state
+            .compare_exchange(
+                seen,
+                slot::unborrowed(seen),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if done && seen & WAITING != 0 {
+            self.wake_waiters();
+        }
+    }
+
+    /// Step 7, after an unref made the parked word `orphan`: disposes of
+    /// it unless its owner is inside (whose leave then does).
+    #[cold]
+    #[inline(never)]
+    fn parked_orphaned(&self, slot: &Slot, index: usize, orphan: usize) {
+        let owner = slot::borrow(orphan);
+        if Some(owner) == thread::known_id() && parked::parking_id() == Some(owner) {
+            if parked::mine_holds(owner, slot) {
+                return;
+            }
+        } else {
+            parked::heavy_barrier();
+            if parked::holds(owner, slot) {
+                return;
+            }
+        }
+        self.dispose_parked_orphan(slot, index, orphan);
+    }
+
+    /// Step 8: one exchange picks the one disposer of a parked orphan.
+    fn dispose_parked_orphan(&self, slot: &Slot, index: usize, orphan: usize) {
+        let vacant = slot::unborrowed(orphan);
+        if slot
+            .state
+            .compare_exchange(orphan, vacant, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            if orphan & WAITING != 0 {
+                self.wake_waiters();
+            }
+            // SAFETY: our exchange made the slot vacant (or retired): the
+            // owner is outside (its record, read after the barrier, or our
+            // own) and can no longer enter, so the value is ours.
+            unsafe { self.dispose(slot, index, vacant) };
+        }
     }
 
     /// The common case of an exclusive borrow, kept free of calls but the
@@ -882,6 +1032,10 @@ impl Registry {
                 .state
                 .compare_exchange(seen, new, Ordering::SeqCst, Ordering::Relaxed)
             {
+                Ok(_) if seen & PARKED != 0 => {
+                    self.parked_orphaned(slot, index_of(ptr), new);
+                    return Ok(());
+                }
                 Ok(_) if slot::is_borrowed(seen) => return Ok(()), // orphaned
                 Ok(_) if new & SHARED != 0 => {
                     // SAFETY: the slot is `ptr`'s, of generation `generation`.
@@ -936,7 +1090,9 @@ impl Registry {
                     // The value is dropped (by us, or by the last borrower)
                     // with the lock released: `Drop` is user code.
                     drop(table);
-                    if slot::is_borrowed(seen) {
+                    if seen & PARKED != 0 {
+                        self.parked_orphaned(slot, index_of(ptr), new);
+                    } else if slot::is_borrowed(seen) {
                         // The last borrower settles or drops it.
                     } else if new & SHARED != 0 {
                         // SAFETY: the slot is `ptr`'s, of generation `generation`.
@@ -1253,6 +1409,11 @@ impl Registry {
             if slot::generation(seen) != generation || seen & LIVE == 0 {
                 return Err(self.refusal(ptr, seen, generation));
             }
+            if seen & PARKED != 0 {
+                drop(waiting.take());
+                seen = self.unpark(slot, seen)?;
+                continue;
+            }
             // R3: a thread that holds a record borrow of the handle never
             // waits for an exclusive borrow of it, pending or not.
             if mode != Mode::Shared && seen & SHARED != 0 && readers::mine_holds(ptr.addr()) {
@@ -1345,29 +1506,57 @@ impl Registry {
         self.wake.notify_all();
     }
 
-    /// Ends an exclusive borrow that set the word `locked`.
+    /// Ends an exclusive borrow that set the word `locked`: leaves it if
+    /// parked, else releases (or parks) it.
     ///
     /// # Safety
     /// The caller holds that exclusive borrow of `slot`, a slot of `self`.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn release_exclusive(&self, slot: &Slot, locked: usize) {
+        if locked & PARKED != 0 {
+            self.leave_parked(slot, locked);
+        } else {
+            // SAFETY: per the caller.
+            unsafe { self.release_or_park(slot, locked) }
+        }
+    }
+
+    /// Ends a real exclusive borrow: releases it, or parks it (step 1).
+    ///
+    /// # Safety
+    /// As for [`release_exclusive`](Registry::release_exclusive); `locked`
+    /// has no `PARKED`.
+    #[inline(never)]
+    unsafe fn release_or_park(&self, slot: &Slot, locked: usize) {
+        let released = if self.parks(slot, locked) {
+            locked | PARKED
+        } else {
+            slot::unborrowed(locked)
+        };
         if slot
             .state
             // `SeqCst`, though `Release` is all the in-word protocol needs:
             // a shared-mode word (`locked` has `SHARED`) is read by record
             // readers with `SeqCst` loads (readers R3). Same instruction as
             // `Release` on x86 (`lock cmpxchg`).
-            .compare_exchange(
-                locked,
-                slot::unborrowed(locked),
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
+            .compare_exchange(locked, released, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
             // SAFETY: per the caller.
             unsafe { self.release_slow(slot, Mode::Exclusive) }
         }
+    }
+
+    /// Whether the release of this thread's exclusive borrow `locked`
+    /// should park it (step 1): a plain word of this thread's parking id,
+    /// a slot it keeps restoring, and no entry of a forgotten guard for
+    /// that address in its record.
+    #[inline]
+    fn parks(&self, slot: &Slot, locked: usize) -> bool {
+        locked & (WAITING | COUNTED | SHARED | PINNED) == 0
+            && parked::parking_id() == Some(slot::borrow(locked))
+            && parked::streak(slot)
+            && !parked::mine_holds(slot::borrow(locked), slot)
     }
 
     /// Ends one shared borrow.

@@ -18,19 +18,19 @@
 //! # The state word
 //!
 //! ```text
-//! 64-bit:  63          32 31                  7     6       5       4       3        2       1      0
-//!         +-------------+----------------------+--------+--------+-------+--------+--------+------+------+
-//!         | generation  | borrow: owner id     | SHARED | COUNTED| PINNED| RETIRED| WAITING| EXCL | LIVE |
-//!         |  (32 bits)  | (EXCL) or readers(25)|        |        |       |        |        |      |      |
-//!         +-------------+----------------------+--------+--------+-------+--------+--------+------+------+
-//! 32-bit:   generation 12 bits (31..20), borrow 13 bits (19..7), same flags.
+//! 64-bit:  63          32 31                  8     7       6        5       4       3        2       1      0
+//!         +-------------+----------------------+--------+--------+--------+-------+--------+--------+------+------+
+//!         | generation  | borrow: owner id     | PARKED | SHARED | COUNTED| PINNED| RETIRED| WAITING| EXCL | LIVE |
+//!         |  (32 bits)  | (EXCL) or readers(24)|        |        |        |       |        |        |      |      |
+//!         +-------------+----------------------+--------+--------+--------+-------+--------+--------+------+------+
+//! 32-bit:   generation 12 bits (31..20), borrow 12 bits (19..8), same flags.
 //! ```
 //!
 //! The borrow field bounds both the number of threads that can hold an
 //! owner id and the number of in-word readers of one value at once:
-//! 2^25 - 1 on 64-bit targets, 8 191 on 32-bit ones (one bit fewer than
-//! before `SHARED` took its place; see [`thread`](crate::thread) for what
-//! happens past it). Most shared borrows are not counted here at all but
+//! 2^24 - 1 on 64-bit targets, 4 095 on 32-bit ones (two bits fewer than
+//! before `SHARED` and `PARKED` took their places; see
+//! [`thread`](crate::thread) for what happens past it). Most shared borrows are not counted here at all but
 //! in per-thread reader records (`SHARED` below).
 //!
 //! The generation is the handle's (see [`handle`](crate::handle)); the
@@ -52,6 +52,8 @@
 //! | Retired | `max RETIRED` | the generation is exhausted; never reused |
 //! | …, shared mode | any of the above with `SHARED` | readers may also hold the value through reader records |
 //! | Orphan(g'), shared mode | `g' SHARED` (+ borrow bits while in-word borrows last) | removed while record readers may hold it; see [`readers`](crate::readers) |
+//! | Parked(g, t) | `g LIVE EXCL PARKED t [W]` | exclusively borrowed by owner id `t`, which keeps the borrow between its restores; nobody is inside unless `t`'s record says so (see [`parked`](crate::parked)) |
+//! | parked orphan | `g' EXCL PARKED t [W]` | a parked word removed; whoever wins one exchange disposes of it ([`parked`](crate::parked), step 8) |
 //!
 //! `SHARED` ("shared mode") is set on a live slot, by a compare-exchange,
 //! the first time a reader borrows it through its thread's *reader record*
@@ -151,6 +153,17 @@
 //!    Invariant: a table entry exists exactly while its handle's word is
 //!    live with `COUNTED`.
 //!
+//! 10. **parking** (Excl(g, t) → Parked(g, t), and back to Live(g)): a
+//!     thread that keeps restoring one handle ends its exclusive borrow by
+//!     parking it instead of releasing it, and later enters and leaves it
+//!     with plain stores and loads; any other thread (or path) that meets a
+//!     parked word first makes the owner leave and turns it back into
+//!     `Live(g)`. Only a plain exclusive word parks (no `WAITING`,
+//!     `COUNTED`, `SHARED`, `PINNED`); `retain` may add `COUNTED` to a
+//!     parked word, which then no longer matches the owner's fast path. The
+//!     protocol, its orderings and its barrier pair are in
+//!     [`parked`](crate::parked).
+//!
 //! Any integer that decodes to an index of an allocated page reaches a real
 //! slot; every other integer is refused before memory is touched. A failed
 //! exchange returns the word it saw, and the error is read off that word:
@@ -174,13 +187,15 @@ pub(crate) const PINNED: usize = 0b1_0000;
 pub(crate) const COUNTED: usize = 0b10_0000;
 /// Shared mode: reader records may hold the value (see `readers`).
 pub(crate) const SHARED: usize = 0b100_0000;
-const BORROW_SHIFT: u32 = 7;
+/// A parked exclusive borrow (see `parked`).
+pub(crate) const PARKED: usize = 0b1000_0000;
+const BORROW_SHIFT: u32 = 8;
 const GENERATION_SHIFT: u32 = usize::BITS - Layout::NATIVE.generation_bits;
 /// The borrow field: an owner id or a reader count.
 const BORROW_MASK: usize = ((1 << GENERATION_SHIFT) - 1) & !((1 << BORROW_SHIFT) - 1);
 const GENERATION_MASK: usize = !((1 << GENERATION_SHIFT) - 1);
 /// Every bit a borrow or a waiter may change.
-pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | PINNED | SHARED | BORROW_MASK;
+pub(crate) const BORROW_BITS: usize = EXCLUSIVE | WAITING | PINNED | SHARED | PARKED | BORROW_MASK;
 /// One reader.
 pub(crate) const READER: usize = 1 << BORROW_SHIFT;
 /// The largest owner id or reader count the borrow field holds.
@@ -301,10 +316,16 @@ pub(crate) const fn exclusive(g: u32, id: usize) -> usize {
     at(g) | LIVE | EXCLUSIVE | (id << BORROW_SHIFT)
 }
 
-/// `word` with its borrow, `WAITING` and `PINNED` cleared.
+/// The word of owner `id`'s parked borrow of `Live(g)`.
+#[inline]
+pub(crate) const fn parked(g: u32, id: usize) -> usize {
+    exclusive(g, id) | PARKED
+}
+
+/// `word` with its borrow, `WAITING`, `PINNED` and `PARKED` cleared.
 #[inline]
 pub(crate) const fn unborrowed(word: usize) -> usize {
-    word & !(EXCLUSIVE | WAITING | PINNED | BORROW_MASK)
+    word & !(EXCLUSIVE | WAITING | PINNED | PARKED | BORROW_MASK)
 }
 
 /// Whether `word` is borrowed (by anyone, live or orphaned).
@@ -320,7 +341,7 @@ pub(crate) const fn is_borrowed(word: usize) -> bool {
 #[inline]
 pub(crate) fn removed(word: usize, max_generation: u32) -> usize {
     let g = generation(word);
-    let keep = word & (EXCLUSIVE | WAITING | PINNED | BORROW_MASK);
+    let keep = word & (EXCLUSIVE | WAITING | PINNED | PARKED | BORROW_MASK);
     if g == max_generation {
         at(g) | RETIRED | keep
     } else {
@@ -525,10 +546,10 @@ mod tests {
     #[test]
     fn word_fields_do_not_overlap() {
         let g = Layout::NATIVE.max_generation();
-        let w = exclusive(g, MAX_BORROW) | WAITING | RETIRED | PINNED | COUNTED | SHARED;
+        let w = parked(g, MAX_BORROW) | WAITING | RETIRED | PINNED | COUNTED | SHARED;
         assert_eq!(generation(w), g);
         assert_eq!(borrow(w), MAX_BORROW);
-        assert_eq!(w & 0b111_1111, 0b111_1111);
+        assert_eq!(w & 0b1111_1111, 0b1111_1111);
         assert_eq!(unborrowed(w), at(g) | LIVE | RETIRED | COUNTED | SHARED);
         assert_eq!(orphan(g - 1), at(g) | SHARED);
         assert_eq!(at(g) & BORROW_MASK, 0);
@@ -547,6 +568,9 @@ mod tests {
         // A removal drops `COUNTED`: a vacant word is its generation alone.
         assert_eq!(removed(at(3) | LIVE | COUNTED, max), at(4));
         assert_eq!(removed(at(3) | LIVE | SHARED, max), at(4));
+        // A parked orphan stays parked, for its disposer to recognise.
+        assert_eq!(removed(parked(3, 5), max), parked(4, 5) & !LIVE);
+        assert_eq!(unborrowed(parked(3, 5) | WAITING), at(3) | LIVE);
         assert_eq!(orphan(max), at(max) | RETIRED | SHARED);
     }
 

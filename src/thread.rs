@@ -53,7 +53,10 @@ impl Drop for Lease {
         // `ID` has no destructor, so this never fails but under loom, whose
         // thread-locals all go at once (the id is then not given back).
         let id = ID.try_with(Cell::get).unwrap_or(0);
-        if id != 0 && id != EXHAUSTED {
+        // Parking stops first; an id whose thread is still inside a parked
+        // borrow is never given back (see `parked`).
+        let inside = crate::parked::disable();
+        if id != 0 && id != EXHAUSTED && !inside {
             IDS.lock().remove(id - 1);
         }
     }
@@ -140,7 +143,9 @@ fn assign_id() -> Option<usize> {
     ID.with(|cell| cell.set(id));
     // Registers the lease's destructor. During teardown the lease may be
     // gone already: the id is then kept for good (one per such thread).
-    let _ = LEASE.try_with(|_| ());
+    if LEASE.try_with(|_| ()).is_ok() && id != EXHAUSTED {
+        crate::parked::enable(id);
+    }
     (id != EXHAUSTED).then_some(id)
 }
 

@@ -1,0 +1,331 @@
+//! Parked borrows through the public operations, one promise each. Pure
+//! Rust: Miri runs them with `SeqCst` fences for the barrier pair.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use super::STREAK;
+use crate::slot::{self, PARKED};
+use crate::{thread, Error, Registry};
+
+/// A handle moved across threads as an integer, back to a `void*`.
+fn ptr(p: usize) -> *mut c_void {
+    std::ptr::without_provenance_mut(p)
+}
+
+/// Counts its drops.
+struct Counted(u64, Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counted(r: &Registry) -> (*mut c_void, Arc<AtomicUsize>) {
+    let drops = Arc::new(AtomicUsize::new(0));
+    (r.save(Counted(0, drops.clone())), drops)
+}
+
+/// Restores `p` on this thread until it parks; panics if it does not.
+fn park(r: &Registry, p: *mut c_void) {
+    for _ in 0..STREAK {
+        r.restore::<Counted>(p).unwrap().0 += 1;
+    }
+    assert!(is_parked(r, p), "{:#x}", r.word(p));
+}
+
+fn is_parked(r: &Registry, p: *mut c_void) -> bool {
+    r.word(p) & PARKED != 0
+}
+
+/// Whether this thread and target park at all (not where `membarrier` is
+/// missing); the tests that need parking return early otherwise.
+fn parks() -> bool {
+    thread::id().is_some() && super::parking_id().is_some()
+}
+
+#[test]
+fn a_handle_restored_in_a_row_parks_and_stays_parked() {
+    let r = Registry::new();
+    let (p, drops) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let word = r.word(p);
+    for _ in 0..10 {
+        r.restore::<Counted>(p).unwrap().0 += 1;
+    }
+    // Entered and left without touching the word.
+    assert_eq!(r.word(p), word);
+    assert_eq!(r.restore::<Counted>(p).unwrap().0, u64::from(STREAK) + 10);
+    // A wrong type is still refused, and leaves the park alone.
+    assert!(matches!(r.restore::<u8>(p), Err(Error::WrongType { .. })));
+    assert_eq!(r.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 10);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(r.len(), 0);
+}
+
+#[test]
+fn a_handle_alternating_with_another_does_not_park() {
+    let r = Registry::new();
+    let (p, _) = counted(&r);
+    let (q, _) = counted(&r);
+    for _ in 0..2 * STREAK {
+        r.restore::<Counted>(p).unwrap();
+        r.restore::<Counted>(q).unwrap();
+    }
+    assert!(!is_parked(&r, p) && !is_parked(&r, q));
+}
+
+#[test]
+fn a_nested_restore_or_take_of_a_parked_handle_is_busy() {
+    let r = Registry::new();
+    let (p, _) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let guard = r.restore::<Counted>(p).unwrap();
+    assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
+    assert_eq!(r.take::<Counted>(p).err(), Some(Error::Busy));
+    drop(guard);
+    assert!(r.take::<Counted>(p).is_ok());
+}
+
+#[test]
+fn another_thread_steals_a_parked_handle() {
+    let r = Arc::new(Registry::new());
+    let (p, drops) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let h = p.addr();
+    let r2 = r.clone();
+    std::thread::spawn(move || r2.restore::<Counted>(ptr(h)).unwrap().0 += 100)
+        .join()
+        .unwrap();
+    assert!(!is_parked(&r, p));
+    assert_eq!(r.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 100);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_stealer_waits_while_the_owner_is_inside() {
+    let r = Arc::new(Registry::new());
+    let (p, _) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let mut guard = r.restore::<Counted>(p).unwrap();
+    let (started, waiting) = mpsc::channel();
+    let h = p.addr();
+    let r2 = r.clone();
+    let stealer = std::thread::spawn(move || {
+        started.send(()).unwrap();
+        let mut g = r2.restore::<Counted>(ptr(h)).unwrap();
+        g.0 *= 2;
+        g.0
+    });
+    waiting.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
+    guard.0 = 7; // the stealer must see this, so must not be in yet
+    drop(guard);
+    assert_eq!(stealer.join().unwrap(), 14);
+}
+
+#[test]
+fn restore_ref_and_retain_of_a_parked_handle() {
+    let r = Arc::new(Registry::new());
+    let p = r.save(AtomicUsize::new(0));
+    if !parks() {
+        return;
+    }
+    for _ in 0..STREAK {
+        r.restore::<AtomicUsize>(p).unwrap();
+    }
+    assert!(is_parked(&r, p));
+    // The owner's own shared borrow unparks it (no barrier needed).
+    r.restore_ref::<AtomicUsize>(p)
+        .unwrap()
+        .fetch_add(1, Ordering::SeqCst);
+    assert!(!is_parked(&r, p));
+    for _ in 0..STREAK {
+        r.restore::<AtomicUsize>(p).unwrap();
+    }
+    assert!(is_parked(&r, p));
+    // `retain` adds `COUNTED` to the parked word; the owner's next restore
+    // then takes the ordinary path, and no longer parks it.
+    r.retain(p).unwrap();
+    for _ in 0..2 * STREAK {
+        r.restore::<AtomicUsize>(p)
+            .unwrap()
+            .fetch_add(1, Ordering::SeqCst);
+    }
+    assert!(!is_parked(&r, p));
+    r.unref(p).unwrap();
+    // Another thread's shared borrow.
+    let h = p.addr();
+    let r2 = r.clone();
+    std::thread::spawn(move || {
+        r2.restore_ref::<AtomicUsize>(ptr(h))
+            .unwrap()
+            .fetch_add(1, Ordering::SeqCst)
+    })
+    .join()
+    .unwrap();
+    let n = r.take::<AtomicUsize>(p).unwrap().into_inner();
+    assert_eq!(n, 2 + 2 * STREAK as usize);
+}
+
+#[test]
+fn an_unref_from_another_thread_drops_a_parked_value() {
+    let r = Arc::new(Registry::new());
+    let (p, drops) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let h = p.addr();
+    let r2 = r.clone();
+    std::thread::spawn(move || r2.unref(ptr(h)).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
+    assert_eq!(r.len(), 0);
+    // The index serves again.
+    let (q, _) = counted(&r);
+    assert_eq!(slot::generation(r.word(q)), slot::generation(r.word(p)));
+}
+
+#[test]
+fn an_unref_while_the_owner_is_inside_leaves_the_drop_to_its_leave() {
+    let r = Arc::new(Registry::new());
+    let (p, drops) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let guard = r.restore::<Counted>(p).unwrap();
+    let h = p.addr();
+    let r2 = r.clone();
+    std::thread::spawn(move || r2.unref(ptr(h)).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "still borrowed");
+    assert_eq!(guard.0, u64::from(STREAK));
+    drop(guard);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(r.len(), 0);
+}
+
+#[test]
+fn the_owner_unrefs_its_parked_handle_outside_or_inside() {
+    let r = Registry::new();
+    let (p, drops) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    r.unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    let (q, drops) = counted(&r);
+    park(&r, q);
+    let guard = r.restore::<Counted>(q).unwrap();
+    r.unref(q).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drop(guard);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(r.len(), 0);
+}
+
+#[test]
+fn a_handle_parked_by_a_thread_that_ended_is_stolen() {
+    let r = Arc::new(Registry::new());
+    let (p, drops) = counted(&r);
+    let h = p.addr();
+    let r2 = r.clone();
+    let parked = std::thread::spawn(move || {
+        if !parks() {
+            return false;
+        }
+        park(&r2, ptr(h));
+        true
+    })
+    .join()
+    .unwrap();
+    if !parked {
+        return;
+    }
+    assert!(is_parked(&r, p));
+    r.restore::<Counted>(p).unwrap().0 += 1;
+    assert!(!is_parked(&r, p));
+    r.unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_forgotten_parked_guard_is_busy_on_its_thread_and_never_reparked() {
+    let r = Registry::new();
+    let (p, drops) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    std::mem::forget(r.restore::<Counted>(p).unwrap());
+    assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
+    // The unref orphans it; the value stays with the forgotten guard, as
+    // for any forgotten exclusive guard (dropped with the registry).
+    r.unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    drop(r);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+/// Threads that each restore their own handle in runs long enough to park,
+/// then the other's (stealing it), with unrefs at the end: every value
+/// dropped once, every write counted.
+#[test]
+fn steals_and_parks_under_load() {
+    let rounds = if cfg!(miri) { 2 } else { 200 };
+    let r = Arc::new(Registry::new());
+    let (a, drops_a) = counted(&r);
+    let (b, drops_b) = counted(&r);
+    let handles = [a.addr(), b.addr()];
+    let threads: Vec<_> = (0..2)
+        .map(|me| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    for h in [handles[me], handles[1 - me]] {
+                        for _ in 0..STREAK + 1 {
+                            r.restore::<Counted>(ptr(h)).unwrap().0 += 1;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let expected = 2 * rounds * u64::from(STREAK + 1);
+    assert_eq!(r.take::<Counted>(a).unwrap().0, expected);
+    assert_eq!(r.take::<Counted>(b).unwrap().0, expected);
+    assert_eq!(drops_a.load(Ordering::SeqCst), 1);
+    assert_eq!(drops_b.load(Ordering::SeqCst), 1);
+}
+
+/// On Linux (and under Miri) parking is on: a silent registration failure
+/// would leave every test above trivially passing.
+#[test]
+#[cfg(any(target_os = "linux", miri))]
+fn parking_is_available_here() {
+    assert!(parks());
+}
