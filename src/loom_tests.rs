@@ -33,7 +33,7 @@ use loom::thread::{self, ThreadId};
 
 use crate::{Error, Registry};
 
-/// The proposed parked borrows, on a model slot (not yet in the registry).
+/// The handshake of parked borrows, on a model slot.
 mod parked;
 
 /// Runs `f` under every interleaving up to the preemption bound:

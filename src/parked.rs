@@ -110,9 +110,11 @@
 //! to 18) with another thread running on the other CPU, a virtual machine's
 //! inter-processor interrupt. That is a thousand saved locked instructions.
 //! So a thread parks a slot only after [`STREAK`] consecutive real borrows
-//! of it: a handle restored once and freed elsewhere (a request) never
-//! parks, and a handle two threads pass back and forth pays at most about
-//! twice its cost before parking.
+//! of it, and starts counting again when it borrows a slot for real after
+//! a full streak (its park was lost): a handle restored once and freed
+//! elsewhere (a request) never parks, and a handle two threads pass back
+//! and forth pays one steal per `STREAK` real borrows of its owner, about
+//! doubling their cost at worst.
 
 use std::cell::Cell;
 use std::ptr;
@@ -274,8 +276,12 @@ pub(crate) fn streak(slot: &Slot) -> bool {
     STREAK_OF
         .try_with(|s| {
             let (last, n) = s.get();
-            let n = if last == address {
-                n.saturating_add(1)
+            // A real borrow after a full streak means the park was lost
+            // (stolen, or unparked by this thread's own slow path): start
+            // over, so that a handle passed back and forth pays a steal
+            // only once per `STREAK` of its owner's restores.
+            let n = if last == address && n < STREAK {
+                n + 1
             } else {
                 1
             };

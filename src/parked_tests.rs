@@ -115,6 +115,27 @@ fn another_thread_steals_a_parked_handle() {
 }
 
 #[test]
+fn after_a_steal_the_owner_parks_again_only_after_a_new_streak() {
+    let r = Arc::new(Registry::new());
+    let (p, _) = counted(&r);
+    if !parks() {
+        return;
+    }
+    park(&r, p);
+    let h = p.addr();
+    let r2 = r.clone();
+    std::thread::spawn(move || drop(r2.restore::<Counted>(ptr(h)).unwrap()))
+        .join()
+        .unwrap();
+    for _ in 1..STREAK {
+        r.restore::<Counted>(p).unwrap();
+        assert!(!is_parked(&r, p), "parked again before a new streak");
+    }
+    r.restore::<Counted>(p).unwrap();
+    assert!(is_parked(&r, p));
+}
+
+#[test]
 fn a_stealer_waits_while_the_owner_is_inside() {
     let r = Arc::new(Registry::new());
     let (p, _) = counted(&r);

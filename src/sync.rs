@@ -75,6 +75,12 @@
 //!   it is outside the slot protocol too. So do the `demo` wrappers, which
 //!   use the registry as any user does, and the unit tests' own helpers.)
 //!
+//! Parked borrows (see [`parked`](crate::parked)) are off under loom:
+//! their barrier pair is `membarrier` on one side, which loom cannot run.
+//! Their handshake is checked instead on a model slot, with a `SeqCst`
+//! fence on each side, in `loom_tests/parked.rs`; Miri runs the real code
+//! with those fences.
+//!
 //! Also not checked: interleavings past the preemption bound, more threads
 //! or operations than the models have, the global registry's per-thread
 //! free-index cache, scopes and lends (their borrows are the same slot

@@ -19,7 +19,11 @@
 //!   back to the pool when it is destroyed; the thread keeps using it for
 //!   the rest of its teardown, so a new thread may briefly share it. Two
 //!   threads sharing an id can only get [`Busy`](crate::Error::Busy) where
-//!   one should have waited, never a wait for themselves.
+//!   one should have waited, never a wait for themselves. The lease's
+//!   destructor first stops the thread's parked borrows (see
+//!   [`parked`](crate::parked)): a shared id must never enter one. If the
+//!   thread is still inside a parked borrow then, its id is kept for good
+//!   instead of given back.
 //! * The shared-borrow list keeps its first [`INLINE`] entries in a
 //!   destructor-free thread-local and spills the rest to a vector. If the
 //!   vector is destroyed while it still lists borrows, the thread can no
