@@ -404,9 +404,6 @@ impl Registry {
                 }
             };
         }
-        if let Some((slot, parked)) = self.enter_parked::<T>(ptr) {
-            return Some((slot, parked, false));
-        }
         if let Some((slot, locked)) = self.borrow_fast::<T>(ptr) {
             return Some((slot, locked, false));
         }
@@ -414,19 +411,17 @@ impl Registry {
             .map(|(slot, locked)| (slot, locked, false))
     }
 
-    /// The owner's enter of its parked borrow (see [`parked`], step 2): no
-    /// locked instruction. Returns the slot and the parked word; `None`,
-    /// having changed nothing, when this thread does not hold the handle
-    /// parked (or holds it already, or the type differs).
+    /// The owner's enter of its parked borrow `word` of `slot` (see
+    /// [`parked`], step 2): no locked instruction. Returns the slot and the
+    /// parked word; `None`, having changed nothing, when the thread holds
+    /// it already, the word moved on, or the type differs.
     #[inline(always)]
-    fn enter_parked<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
-        let id = parked::parking_id()?;
-        let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
-        let slot = self.slot(index)?;
-        let word = slot::parked(generation, id);
-        // A hint that spares the record's stores for handles not parked
-        // here; the load after the barrier decides.
-        if slot.state.load(Ordering::Relaxed) != word || !parked::enter(id, slot) {
+    fn enter_parked<'s, T: Any + Send>(
+        &self,
+        slot: &'s Slot,
+        word: usize,
+    ) -> Option<(&'s Slot, usize)> {
+        if !parked::enter(slot::borrow(word), slot) {
             return None;
         }
         if slot.state.load(Ordering::Acquire) == word && slot.holds::<T>() {
@@ -559,16 +554,31 @@ impl Registry {
         }
     }
 
-    /// The common case of an exclusive borrow, kept free of calls but the
-    /// type check so that it inlines into a trampoline: a valid handle of
-    /// this registry, a thread with an owner id, a free slot. Anything else
+    /// The common cases of an exclusive borrow, kept free of calls but the
+    /// type check so that they inline into a trampoline: a valid handle of
+    /// this registry, a thread with an owner id, and a free slot or one
+    /// this thread parked. Anything else
     /// returns `None` and [`restore_unlent`](Registry::restore_unlent) starts
     /// over, and says why.
     #[inline(always)]
     fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
         let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
         let slot = self.slot(index)?;
-        let locked = slot::exclusive(generation, thread::known_id()?);
+        let parking = parked::parking_id();
+        let id = match parking {
+            Some(id) => id,
+            None => thread::known_id()?,
+        };
+        if parking.is_some() {
+            // Parked by this thread: enter it. The load is a hint that
+            // spares the record's stores for every other word; the load
+            // after the barrier decides.
+            let word = slot::parked(generation, id);
+            if slot.state.load(Ordering::Relaxed) == word {
+                return self.enter_parked::<T>(slot, word);
+            }
+        }
+        let locked = slot::exclusive(generation, id);
         let free = slot::at(generation) | LIVE;
         slot.state
             .compare_exchange(free, locked, Ordering::Acquire, Ordering::Relaxed)
