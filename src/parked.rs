@@ -103,6 +103,18 @@
 //!   as they wait for a forgotten exclusive guard. The entry also keeps the
 //!   thread from parking that slot's address again.
 //!
+//! # When the barrier is refused
+//!
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is refused only without
+//! a registration, which the process made before anything parked; a child
+//! of `fork` may have lost it, so a refusal registers again, and failing
+//! that, uses `MEMBARRIER_CMD_GLOBAL`, which needs none and waits for
+//! every CPU. Were that refused too (the kernel accepted the registration,
+//! so it has the call; the global command is refused only on `nohz_full`
+//! CPUs), no barrier could be proved, and the process aborts rather than
+//! let two threads reach one value: the crate's one abort, in a case no
+//! test machine can produce.
+//!
 //! # Policy: park only what keeps coming back
 //!
 //! A steal costs a `membarrier`: on the Intel host of 2026-11-27, 140 ns
@@ -309,16 +321,35 @@ pub(crate) fn heavy_barrier() {
     std::sync::atomic::fence(Ordering::SeqCst);
     #[cfg(all(not(miri), target_os = "linux"))]
     {
-        // SAFETY: the system call takes no pointers; `supported` registered
-        // the process for this command before any word was parked.
-        let done =
-            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
-        // Its only errors are an unknown command or a missing registration,
-        // both ruled out before anything parked.
-        debug_assert_eq!(done, 0, "membarrier after registration");
+        // `supported` registered the process before anything parked. A
+        // refusal can only mean a lost registration (a child of `fork`, on
+        // kernels that do not carry it over): register again. The global
+        // command needs no registration and gives the same guarantee,
+        // slowly (it waits for every CPU to pass a quiescent state).
+        if membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0
+            && (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0
+                || membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
+            && membarrier(MEMBARRIER_CMD_GLOBAL) != 0
+        {
+            // The kernel ran the registration, so it has the system call,
+            // and the global command cannot be refused. Were it ever, no
+            // barrier could be proved, and going on could let two threads
+            // reach one value.
+            std::process::abort();
+        }
     }
 }
 
+/// Runs one `membarrier` command; its result (0 on success).
+#[cfg(all(not(miri), target_os = "linux"))]
+fn membarrier(command: libc::c_int) -> libc::c_long {
+    // SAFETY: the system call takes no pointers, only the command and two
+    // zero arguments (flags, CPU).
+    unsafe { libc::syscall(libc::SYS_membarrier, command, 0, 0) }
+}
+
+#[cfg(all(not(miri), target_os = "linux"))]
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1 << 0;
 #[cfg(all(not(miri), target_os = "linux"))]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 #[cfg(all(not(miri), target_os = "linux"))]
@@ -347,16 +378,8 @@ fn register() -> bool {
 
 #[cfg(all(not(miri), target_os = "linux", not(all(loom, test))))]
 fn register() -> bool {
-    // SAFETY: the system call takes no pointers. Registering twice (two
-    // threads racing here) is harmless.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-            0,
-            0,
-        ) == 0
-    }
+    // Registering twice (two threads racing here) is harmless.
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0
 }
 
 #[cfg(all(not(miri), any(not(target_os = "linux"), all(loom, test))))]
