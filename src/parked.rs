@@ -112,8 +112,8 @@
 //! every CPU. Were that refused too (the kernel accepted the registration,
 //! so it has the call; the global command is refused only on `nohz_full`
 //! CPUs), no barrier could be proved, and the process aborts rather than
-//! let two threads reach one value: the crate's one abort, in a case no
-//! test machine can produce.
+//! let two threads reach one value, as a scope whose guard escaped does: a
+//! case no test machine can produce.
 //!
 //! # Policy: park only what keeps coming back
 //!
