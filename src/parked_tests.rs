@@ -47,14 +47,33 @@ fn parks() -> bool {
     thread::id().is_some() && super::parking_id().is_some()
 }
 
-#[test]
-fn a_handle_restored_in_a_row_parks_and_stays_parked() {
-    let r = Registry::new();
+/// A registry holding a `Counted` that this thread parked, with its drop
+/// count; `None` where nothing parks.
+fn parked_value() -> Option<(Arc<Registry>, *mut c_void, Arc<AtomicUsize>)> {
+    let r = Arc::new(Registry::new());
     let (p, drops) = counted(&r);
     if !parks() {
-        return;
+        return None;
     }
     park(&r, p);
+    Some((r, p, drops))
+}
+
+/// Runs `f` on a new thread with the registry and the handle, and joins it.
+fn elsewhere<R: Send + 'static>(
+    r: &Arc<Registry>,
+    p: *mut c_void,
+    f: impl FnOnce(&Registry, *mut c_void) -> R + Send + 'static,
+) -> R {
+    let (r, h) = (r.clone(), p.addr());
+    std::thread::spawn(move || f(&r, ptr(h))).join().unwrap()
+}
+
+#[test]
+fn a_handle_restored_in_a_row_parks_and_stays_parked() {
+    let Some((r, p, drops)) = parked_value() else {
+        return;
+    };
     let word = r.word(p);
     for _ in 0..10 {
         r.restore::<Counted>(p).unwrap().0 += 1;
@@ -83,12 +102,9 @@ fn a_handle_alternating_with_another_does_not_park() {
 
 #[test]
 fn a_nested_restore_or_take_of_a_parked_handle_is_busy() {
-    let r = Registry::new();
-    let (p, _) = counted(&r);
-    if !parks() {
+    let Some((r, p, _)) = parked_value() else {
         return;
-    }
-    park(&r, p);
+    };
     let guard = r.restore::<Counted>(p).unwrap();
     assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
     assert_eq!(r.take::<Counted>(p).err(), Some(Error::Busy));
@@ -98,17 +114,10 @@ fn a_nested_restore_or_take_of_a_parked_handle_is_busy() {
 
 #[test]
 fn another_thread_steals_a_parked_handle() {
-    let r = Arc::new(Registry::new());
-    let (p, drops) = counted(&r);
-    if !parks() {
+    let Some((r, p, drops)) = parked_value() else {
         return;
-    }
-    park(&r, p);
-    let h = p.addr();
-    let r2 = r.clone();
-    std::thread::spawn(move || r2.restore::<Counted>(ptr(h)).unwrap().0 += 100)
-        .join()
-        .unwrap();
+    };
+    elsewhere(&r, p, |r, p| r.restore::<Counted>(p).unwrap().0 += 100);
     assert!(!is_parked(&r, p));
     assert_eq!(r.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 100);
     assert_eq!(drops.load(Ordering::SeqCst), 1);
@@ -116,17 +125,10 @@ fn another_thread_steals_a_parked_handle() {
 
 #[test]
 fn after_a_steal_the_owner_parks_again_only_after_a_new_streak() {
-    let r = Arc::new(Registry::new());
-    let (p, _) = counted(&r);
-    if !parks() {
+    let Some((r, p, _)) = parked_value() else {
         return;
-    }
-    park(&r, p);
-    let h = p.addr();
-    let r2 = r.clone();
-    std::thread::spawn(move || drop(r2.restore::<Counted>(ptr(h)).unwrap()))
-        .join()
-        .unwrap();
+    };
+    elsewhere(&r, p, |r, p| drop(r.restore::<Counted>(p).unwrap()));
     for _ in 1..STREAK {
         r.restore::<Counted>(p).unwrap();
         assert!(!is_parked(&r, p), "parked again before a new streak");
@@ -137,12 +139,9 @@ fn after_a_steal_the_owner_parks_again_only_after_a_new_streak() {
 
 #[test]
 fn a_stealer_waits_while_the_owner_is_inside() {
-    let r = Arc::new(Registry::new());
-    let (p, _) = counted(&r);
-    if !parks() {
+    let Some((r, p, _)) = parked_value() else {
         return;
-    }
-    park(&r, p);
+    };
     let mut guard = r.restore::<Counted>(p).unwrap();
     let (started, waiting) = mpsc::channel();
     let h = p.addr();
@@ -191,32 +190,21 @@ fn restore_ref_and_retain_of_a_parked_handle() {
     assert!(!is_parked(&r, p));
     r.unref(p).unwrap();
     // Another thread's shared borrow.
-    let h = p.addr();
-    let r2 = r.clone();
-    std::thread::spawn(move || {
-        r2.restore_ref::<AtomicUsize>(ptr(h))
+    elsewhere(&r, p, |r, p| {
+        r.restore_ref::<AtomicUsize>(p)
             .unwrap()
             .fetch_add(1, Ordering::SeqCst)
-    })
-    .join()
-    .unwrap();
+    });
     let n = r.take::<AtomicUsize>(p).unwrap().into_inner();
     assert_eq!(n, 2 + 2 * STREAK as usize);
 }
 
 #[test]
 fn an_unref_from_another_thread_drops_a_parked_value() {
-    let r = Arc::new(Registry::new());
-    let (p, drops) = counted(&r);
-    if !parks() {
+    let Some((r, p, drops)) = parked_value() else {
         return;
-    }
-    park(&r, p);
-    let h = p.addr();
-    let r2 = r.clone();
-    std::thread::spawn(move || r2.unref(ptr(h)).unwrap())
-        .join()
-        .unwrap();
+    };
+    elsewhere(&r, p, |r, p| r.unref(p).unwrap());
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
     assert_eq!(r.len(), 0);
@@ -227,18 +215,11 @@ fn an_unref_from_another_thread_drops_a_parked_value() {
 
 #[test]
 fn an_unref_while_the_owner_is_inside_leaves_the_drop_to_its_leave() {
-    let r = Arc::new(Registry::new());
-    let (p, drops) = counted(&r);
-    if !parks() {
+    let Some((r, p, drops)) = parked_value() else {
         return;
-    }
-    park(&r, p);
+    };
     let guard = r.restore::<Counted>(p).unwrap();
-    let h = p.addr();
-    let r2 = r.clone();
-    std::thread::spawn(move || r2.unref(ptr(h)).unwrap())
-        .join()
-        .unwrap();
+    elsewhere(&r, p, |r, p| r.unref(p).unwrap());
     assert_eq!(drops.load(Ordering::SeqCst), 0, "still borrowed");
     assert_eq!(guard.0, u64::from(STREAK));
     drop(guard);
@@ -248,12 +229,9 @@ fn an_unref_while_the_owner_is_inside_leaves_the_drop_to_its_leave() {
 
 #[test]
 fn the_owner_unrefs_its_parked_handle_outside_or_inside() {
-    let r = Registry::new();
-    let (p, drops) = counted(&r);
-    if !parks() {
+    let Some((r, p, drops)) = parked_value() else {
         return;
-    }
-    park(&r, p);
+    };
     r.unref(p).unwrap();
     assert_eq!(drops.load(Ordering::SeqCst), 1);
     let (q, drops) = counted(&r);
@@ -270,17 +248,13 @@ fn the_owner_unrefs_its_parked_handle_outside_or_inside() {
 fn a_handle_parked_by_a_thread_that_ended_is_stolen() {
     let r = Arc::new(Registry::new());
     let (p, drops) = counted(&r);
-    let h = p.addr();
-    let r2 = r.clone();
-    let parked = std::thread::spawn(move || {
+    let parked = elsewhere(&r, p, |r, p| {
         if !parks() {
             return false;
         }
-        park(&r2, ptr(h));
+        park(r, p);
         true
-    })
-    .join()
-    .unwrap();
+    });
     if !parked {
         return;
     }
@@ -293,12 +267,9 @@ fn a_handle_parked_by_a_thread_that_ended_is_stolen() {
 
 #[test]
 fn a_forgotten_parked_guard_is_busy_on_its_thread_and_never_reparked() {
-    let r = Registry::new();
-    let (p, drops) = counted(&r);
-    if !parks() {
+    let Some((r, p, drops)) = parked_value() else {
         return;
-    }
-    park(&r, p);
+    };
     std::mem::forget(r.restore::<Counted>(p).unwrap());
     assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
     // The unref orphans it; the value stays with the forgotten guard, as
