@@ -456,10 +456,10 @@ impl Registry {
         }
     }
 
-    /// Step 5 or 6: `seen` is a live parked word of the slot that a borrow
-    /// in `mode` met. Makes it `Live` (waiting for the owner to leave if
-    /// it is inside) and returns the word now, or `Busy` when the owner is
-    /// this thread, inside.
+    /// Step 5 or 6: `seen` is a live parked word of the slot, met by a
+    /// borrow's slow path. Makes it `Live` (waiting for the owner to leave
+    /// if it is inside) and returns the word now, or `Busy` when the owner
+    /// is this thread, inside.
     #[cold]
     #[inline(never)]
     fn unpark(&self, slot: &Slot, seen: usize) -> Result<usize, Error> {
