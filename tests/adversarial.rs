@@ -666,7 +666,7 @@ fn concurrent_c_unref_drops_once() {
     assert_eq!(drops.load(Ordering::SeqCst), rounds);
 }
 
-/// On 32-bit targets the in-word reader count has 13 bits: forgotten
+/// On 32-bit targets the in-word reader count has 12 bits: forgotten
 /// shared guards can fill it. The next reader is refused (`Busy`), the
 /// count never spills into the generation. (Shared borrows go to the
 /// thread's reader record first; holding more handles than a record has
@@ -682,7 +682,7 @@ fn reader_count_saturates_without_overflow_on_32_bit() {
         .collect();
     let p = r.save(3u8);
     let q = r.save(4u8);
-    for _ in 0..(1 << 13) - 1 {
+    for _ in 0..(1 << 12) - 1 {
         std::mem::forget(r.restore_ref::<u8>(p).unwrap());
     }
     assert_eq!(r.restore_ref::<u8>(p).err(), Some(Error::Busy));
