@@ -59,7 +59,7 @@ pub enum Error {
     /// past `usize::MAX / 2` (only reachable by forgetting shared guards).
     /// And by every exclusive borrow (`restore`, `take`, a `scope`'s start)
     /// on a thread that got no owner id: more threads alive at once than
-    /// the state word can name, 8190 on 32-bit targets (some 33 million on
+    /// the state word can name, 4094 on 32-bit targets (some 16.7 million on
     /// 64-bit ones). Ending scopes and releasing static trampolines still
     /// work there.
     Busy,

@@ -672,7 +672,7 @@ fn a_reused_id_refuses_old_handles_in_the_untouched_tail_of_a_page() {
 
 #[test]
 fn a_thread_without_an_owner_id_still_ends_its_scopes() {
-    // More live threads than the id field holds (8190 on 32-bit targets),
+    // More live threads than the id field holds (4094 on 32-bit targets),
     // simulated. A scope's end used to abort there: its reclaim had no id.
     let r = Registry::new();
     let (entered, inside) = std::sync::mpsc::channel();

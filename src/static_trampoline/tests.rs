@@ -368,7 +368,7 @@ fn declaration_forms() {
 
 #[test]
 fn a_scope_on_a_thread_without_an_owner_id_waits_for_calls_in_flight() {
-    // More live threads than the id field holds (8190 on 32-bit targets),
+    // More live threads than the id field holds (4094 on 32-bit targets),
     // simulated. The release's reclaim used to fail there, and the scope
     // returned while a call still ran on its closure.
     let calls = AtomicUsize::new(0);
