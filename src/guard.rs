@@ -102,14 +102,26 @@ impl<T: Any + Send> DerefMut for Guard<'_, T> {
 }
 
 impl<T: Any + Send> Drop for Guard<'_, T> {
-    #[inline]
+    // Always: LLVM otherwise keeps it out of line in a trampoline, which
+    // then spills the guard to the stack and calls it for every callback.
+    #[inline(always)]
     fn drop(&mut self) {
-        if self.lent && crate::lend::give_back(self.slot) {
+        let (registry, slot, locked) = (self.registry, self.slot, self.locked);
+        // The common cases inline; each of the rest is one call.
+        if self.lent {
+            if crate::lend::give_back_innermost(slot) {
+                return;
+            }
+        } else if locked & crate::slot::PARKED == 0 {
+            // SAFETY: we hold this real exclusive borrow, released exactly
+            // once here.
+            return unsafe { registry.release_or_park(slot, locked) };
+        } else if registry.leave_parked_alone(slot, locked) {
             return;
         }
         // SAFETY: we hold the exclusive borrow (our own, or inherited from
         // a lend that ended before us), released exactly once here.
-        unsafe { self.registry.release_exclusive(self.slot, self.locked) }
+        unsafe { registry.release_guard(slot, locked, self.lent) }
     }
 }
 

@@ -219,18 +219,25 @@ pub(crate) fn enter(id: usize, slot: &Slot) -> bool {
     };
     // `id` is a parking id, below `IDS`: the mask only spares a bounds check.
     let record = &RECORDS[id % IDS];
-    let free = if used == 0 {
-        0
-    } else {
-        match nested_entry(record, used, slot) {
-            Some(free) => free,
-            None => return false,
-        }
+    if used == 0 {
+        list_alone(record, slot);
+        return true;
+    }
+    let Some(free) = nested_entry(record, used, slot) else {
+        return false;
     };
     record.held[free].store(slot as *const Slot as *mut Slot, Ordering::Relaxed);
     USED.with(|u| u.set(used | 1 << free));
     light_barrier();
     true
+}
+
+/// Step 2's first half when the thread is inside no parked borrow.
+#[inline(always)]
+fn list_alone(record: &Record, slot: &Slot) {
+    record.held[0].store(slot as *const Slot as *mut Slot, Ordering::Relaxed);
+    let _ = USED.try_with(|u| u.set(1));
+    light_barrier();
 }
 
 /// A free entry for an enter while the thread is inside other parked
@@ -249,21 +256,41 @@ fn nested_entry(record: &Record, used: u8, slot: &Slot) -> Option<usize> {
 /// loads the word.
 #[inline(always)]
 pub(crate) fn leave(id: usize, slot: &Slot) {
-    let used = USED.try_with(Cell::get).unwrap_or(0);
-    let record = &RECORDS[id % IDS];
-    // Always there: only this thread's enter lists it, and only its leave
-    // clears it (a guard is `!Send`); `USED` has no destructor.
-    let found = if used == 1 {
-        Some(0)
-    } else {
-        find(record, used, slot)
-    };
+    if !leave_alone(id) {
+        let used = USED.try_with(Cell::get).unwrap_or(0);
+        leave_nested(&RECORDS[id % IDS], used, slot);
+        light_barrier();
+    }
+}
+
+/// [`leave`] when the thread is inside one parked borrow only, which is
+/// then the caller's: clears entry 0 and runs the light barrier. `false`,
+/// having changed nothing, when the thread is inside several. Kept small,
+/// so that a guard's drop inlines into a trampoline.
+#[inline(always)]
+pub(crate) fn leave_alone(id: usize) -> bool {
+    // Only this thread's enter sets `USED` and lists its slots, and only
+    // its leave clears them (a guard is `!Send`); `USED` has no destructor.
+    if USED.try_with(Cell::get) != Ok(1) {
+        return false;
+    }
+    RECORDS[id % IDS].held[0].store(ptr::null_mut(), Ordering::Release);
+    let _ = USED.try_with(|u| u.set(0));
+    light_barrier();
+    true
+}
+
+/// [`leave`] while the thread is inside several parked borrows.
+#[cold]
+#[inline(never)]
+fn leave_nested(record: &Record, used: u8, slot: &Slot) {
+    // Always there, as in `leave_alone`.
+    let found = find(record, used, slot);
     debug_assert!(found.is_some(), "a parked guard's slot is listed");
     if let Some(entry) = found {
         record.held[entry].store(ptr::null_mut(), Ordering::Release);
         let _ = USED.try_with(|u| u.set(used & !(1 << entry)));
     }
-    light_barrier();
 }
 
 /// Whether this thread (owner id `id`, its own) is inside a parked borrow

@@ -371,7 +371,9 @@ impl Registry {
     /// assert_eq!(*r.restore::<u64>(p).unwrap(), 1);
     /// # r.unref(p).unwrap();
     /// ```
-    #[inline]
+    // Always: its fast paths belong in the trampoline, and LLVM may keep it
+    // out of line as they grow, returning the guard through memory.
+    #[inline(always)]
     pub fn restore<T: Any + Send>(&self, ptr: *mut c_void) -> Result<Guard<'_, T>, Error> {
         // The error comes back through memory and the borrow as scalars,
         // built into a guard in one place: a trampoline then keeps its
@@ -439,6 +441,21 @@ impl Registry {
         if now != word {
             self.after_leaving(slot, word, now);
         }
+    }
+
+    /// [`leave_parked`](Registry::leave_parked) when the thread is inside
+    /// this parked borrow only; `false`, having changed nothing, when it is
+    /// inside several.
+    #[inline(always)]
+    pub(crate) fn leave_parked_alone(&self, slot: &Slot, word: usize) -> bool {
+        if !parked::leave_alone(slot::borrow(word)) {
+            return false;
+        }
+        let now = slot.state.load(Ordering::Acquire);
+        if now != word {
+            self.after_leaving(slot, word, now);
+        }
+        true
     }
 
     /// Step 4: the owner left its parked borrow `word` and found `now`.
@@ -1531,13 +1548,29 @@ impl Registry {
         }
     }
 
+    /// A [`Guard`]'s release outside its common cases, kept out of line so
+    /// that the rest of its drop inlines into a trampoline.
+    ///
+    /// # Safety
+    /// As for [`release_exclusive`](Registry::release_exclusive); `lent`
+    /// says whether a lend served the borrow, as for the guard.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn release_guard(&self, slot: &Slot, locked: usize, lent: bool) {
+        if lent && crate::lend::give_back(slot) {
+            return;
+        }
+        // SAFETY: per the caller; a lend that ended left us its borrow.
+        unsafe { self.release_exclusive(slot, locked) }
+    }
+
     /// Ends a real exclusive borrow: releases it, or parks it (step 1).
     ///
     /// # Safety
     /// As for [`release_exclusive`](Registry::release_exclusive); `locked`
     /// has no `PARKED`.
     #[inline(never)]
-    unsafe fn release_or_park(&self, slot: &Slot, locked: usize) {
+    pub(crate) unsafe fn release_or_park(&self, slot: &Slot, locked: usize) {
         let released = if self.parks(slot, locked) {
             locked | PARKED
         } else {
