@@ -104,6 +104,18 @@
 //!   as they wait for a forgotten exclusive guard. The entry also keeps the
 //!   thread from parking that slot's address again.
 //!
+//! # The hot handle
+//!
+//! Step 2 starts from the handle: its registry id, its index, the slot of
+//! that index, this thread's parking id and the parked word they make.
+//! For the global registry (whose slots never move) the thread keeps the
+//! result for the last handle it entered parked, in [`Parking`], and a
+//! `restore` of that handle skips straight to step 2's store. The cache
+//! is only a shortcut to the same slot and word: it is set from the
+//! values step 2 just used, with the thread's current parking id, and
+//! cleared whenever that id changes ([`enable`], [`disable`]) or an enter
+//! through it fails; the word loaded after the barrier still decides.
+//!
 //! # When the barrier is refused
 //!
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is refused only without
@@ -168,19 +180,71 @@ const EMPTY: Record = Record {
 static RECORDS: [Record; IDS] = [EMPTY; IDS];
 
 thread_locals! {
-    /// This thread's owner id while it may park; 0 when it may not.
-    static PARKING_ID: Cell<usize> = const { Cell::new(0) };
+    /// This thread's parking id and hot handle.
+    static PARKING: Parking = const {
+        Parking {
+            id: Cell::new(0),
+            hot: Cell::new(0),
+            hot_slot: Cell::new(ptr::null()),
+            hot_word: Cell::new(0),
+        }
+    };
     /// Which of this thread's entries are in use.
     static USED: Cell<u8> = const { Cell::new(0) };
     /// The slot of this thread's last real borrow, and how many in a row.
     static STREAK_OF: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
 }
 
+/// A thread's parking state.
+struct Parking {
+    /// Its owner id while it may park; 0 when it may not.
+    id: Cell<usize>,
+    /// Its hot handle (see the module notes): the last handle of the global
+    /// registry it entered parked, 0 (never a handle) when none; that
+    /// handle's slot; and the parked word.
+    hot: Cell<usize>,
+    hot_slot: Cell<*const Slot>,
+    hot_word: Cell<usize>,
+}
+
+/// The slot and parked word of `handle` if it is this thread's hot handle.
+#[inline(always)]
+pub(crate) fn hot(handle: usize) -> Option<(*const Slot, usize)> {
+    PARKING
+        .try_with(|p| {
+            // `handle` may be anything C passed; 0 is never a hot handle.
+            (p.hot.get() == handle && handle != 0).then(|| (p.hot_slot.get(), p.hot_word.get()))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Makes `handle` this thread's hot handle: `slot` is the global
+/// registry's slot of its index, and `word` the parked word of its
+/// generation and this thread's parking id, which step 2 just entered.
+#[inline(always)]
+pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
+    let _ = PARKING.try_with(|p| {
+        p.hot.set(handle);
+        p.hot_slot.set(slot);
+        p.hot_word.set(word);
+    });
+}
+
+/// Forgets this thread's hot handle.
+#[cold]
+pub(crate) fn clear_hot() {
+    let _ = PARKING.try_with(|p| p.hot.set(0));
+}
+
 /// Lets this thread park, if parking is supported, now that it holds owner
 /// id `id` with a live lease.
 pub(crate) fn enable(id: usize) {
     if id < IDS && supported() {
-        let _ = PARKING_ID.try_with(|p| p.set(id));
+        let _ = PARKING.try_with(|p| {
+            p.hot.set(0);
+            p.id.set(id);
+        });
     }
 }
 
@@ -188,14 +252,17 @@ pub(crate) fn enable(id: usize) {
 /// it is still inside a parked borrow, in which case its id must never be
 /// given back.
 pub(crate) fn disable() -> bool {
-    let _ = PARKING_ID.try_with(|p| p.set(0));
+    let _ = PARKING.try_with(|p| {
+        p.id.set(0);
+        p.hot.set(0);
+    });
     USED.try_with(Cell::get).unwrap_or(0) != 0
 }
 
 /// This thread's owner id if it may park.
 #[inline(always)]
 pub(crate) fn parking_id() -> Option<usize> {
-    match PARKING_ID.try_with(Cell::get) {
+    match PARKING.try_with(|p| p.id.get()) {
         Ok(0) | Err(_) => None,
         Ok(id) => Some(id),
     }

@@ -321,3 +321,153 @@ fn steals_and_parks_under_load() {
 fn parking_is_available_here() {
     assert!(parks());
 }
+
+// The hot handle: the global registry's shortcut to a parked handle (see
+// the module notes). Each test thread has its own.
+
+/// A `Counted` in the global registry that this thread parked and then
+/// entered parked, which makes it the thread's hot handle; `None` (nothing
+/// saved) where nothing parks.
+fn hot_value() -> Option<(*mut c_void, Arc<AtomicUsize>)> {
+    if !parks() {
+        return None;
+    }
+    let (p, drops) = counted(Registry::global());
+    park(Registry::global(), p);
+    crate::restore::<Counted>(p).unwrap().0 += 1;
+    assert!(super::hot(p.addr()).is_some(), "not hot");
+    Some((p, drops))
+}
+
+#[test]
+fn the_hot_handle_is_entered_without_touching_the_word_and_keeps_every_check() {
+    let Some((p, drops)) = hot_value() else {
+        return;
+    };
+    let word = Registry::global().word(p);
+    for _ in 0..10 {
+        crate::restore::<Counted>(p).unwrap().0 += 1;
+    }
+    assert_eq!(Registry::global().word(p), word);
+    assert!(super::hot(p.addr()).is_some());
+    let guard = crate::restore::<Counted>(p).unwrap();
+    assert_eq!(crate::restore::<Counted>(p).err(), Some(Error::Busy));
+    drop(guard);
+    assert!(matches!(
+        crate::restore::<u8>(p),
+        Err(Error::WrongType { .. })
+    ));
+    assert_eq!(crate::take::<Counted>(p).unwrap().0, u64::from(STREAK) + 11);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(crate::restore::<Counted>(p).err(), Some(Error::Stale));
+}
+
+#[test]
+fn a_hot_handle_unreffed_is_stale_and_its_index_serves_the_next_save() {
+    let Some((p, drops)) = hot_value() else {
+        return;
+    };
+    crate::unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    assert_eq!(crate::restore::<Counted>(p).err(), Some(Error::Stale));
+    assert!(super::hot(p.addr()).is_none());
+    let q = crate::save(Counted(7, drops.clone()));
+    assert_eq!(crate::restore::<Counted>(p).err(), Some(Error::Stale));
+    assert_eq!(crate::restore::<Counted>(q).unwrap().0, 7);
+    crate::unref(q).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_stolen_hot_handle_is_restored_by_the_slow_path_and_forgotten() {
+    let Some((p, drops)) = hot_value() else {
+        return;
+    };
+    let h = p.addr();
+    std::thread::spawn(move || crate::restore::<Counted>(ptr(h)).unwrap().0 += 100)
+        .join()
+        .unwrap();
+    assert_eq!(
+        crate::restore::<Counted>(p).unwrap().0,
+        u64::from(STREAK) + 101
+    );
+    assert!(super::hot(h).is_none());
+    crate::unref(p).unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_hot_handle_nests_inside_another_parked_borrow() {
+    let Some((p, drops)) = hot_value() else {
+        return;
+    };
+    let (q, _) = counted(Registry::global());
+    park(Registry::global(), q);
+    let in_q = crate::restore::<Counted>(q).unwrap();
+    let in_p = crate::restore::<Counted>(p).unwrap();
+    assert_eq!(crate::restore::<Counted>(p).err(), Some(Error::Busy));
+    assert_eq!(crate::restore::<Counted>(q).err(), Some(Error::Busy));
+    drop((in_p, in_q));
+    let r = Registry::global();
+    assert!(is_parked(r, p) && is_parked(r, q));
+    crate::unref(q).unwrap();
+    assert_eq!(crate::take::<Counted>(p).unwrap().0, u64::from(STREAK) + 1);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_lend_of_the_hot_handle_serves_its_restores() {
+    let Some((p, _)) = hot_value() else {
+        return;
+    };
+    Registry::global()
+        .lend::<Counted, _>(p, || {
+            for _ in 0..3 {
+                crate::restore::<Counted>(p).unwrap().0 += 1;
+            }
+        })
+        .unwrap();
+    crate::restore::<Counted>(p).unwrap().0 += 1;
+    assert_eq!(crate::take::<Counted>(p).unwrap().0, u64::from(STREAK) + 5);
+}
+
+#[test]
+fn null_and_forged_handles_never_take_the_hot_path() {
+    std::thread::spawn(|| {
+        // A thread without a hot handle: 0 must not match its empty entry.
+        assert!(super::hot(0).is_none());
+        assert_eq!(
+            crate::restore::<Counted>(std::ptr::null_mut()).err(),
+            Some(Error::Null)
+        );
+    })
+    .join()
+    .unwrap();
+    let Some((p, _)) = hot_value() else {
+        return;
+    };
+    assert!(crate::restore::<Counted>(std::ptr::null_mut()).is_err());
+    for forged in [p.addr() + 1, p.addr() ^ 1 << (usize::BITS - 1)] {
+        assert!(super::hot(forged).is_none());
+        assert!(crate::restore::<Counted>(ptr(forged)).is_err());
+    }
+    crate::unref(p).unwrap();
+}
+
+#[test]
+fn a_thread_that_stops_parking_forgets_its_hot_handle() {
+    std::thread::spawn(|| {
+        let Some((p, _)) = hot_value() else {
+            return;
+        };
+        let id = super::parking_id().unwrap();
+        assert!(!super::disable(), "inside no parked borrow");
+        assert!(super::hot(p.addr()).is_none());
+        super::enable(id);
+        assert!(super::hot(p.addr()).is_none());
+        crate::restore::<Counted>(p).unwrap().0 += 1;
+        crate::unref(p).unwrap();
+    })
+    .join()
+    .unwrap();
+}

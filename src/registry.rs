@@ -571,14 +571,30 @@ impl Registry {
         }
     }
 
-    /// The common cases of an exclusive borrow, kept free of calls but the
-    /// type check so that they inline into a trampoline: a valid handle of
-    /// this registry, a thread with an owner id, and a free slot or one
-    /// this thread parked. Anything else
-    /// returns `None` and [`restore_unlent`](Registry::restore_unlent) starts
-    /// over, and says why.
+    /// The common cases of an exclusive borrow, kept free of calls so that
+    /// they inline into a trampoline: this thread's hot handle (see
+    /// [`parked`], "The hot handle"), or a valid handle of this registry, a
+    /// thread with an owner id, and a free slot or one this thread parked.
+    /// Anything else returns `None` and
+    /// [`restore_unlent`](Registry::restore_unlent) starts over, and says
+    /// why.
     #[inline(always)]
     fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
+        #[cfg(not(all(loom, test)))]
+        if self.is_global() {
+            if let Some((slot, word)) = parked::hot(ptr.addr()) {
+                // SAFETY: a hot slot is the global registry's slot of the
+                // hot handle's index: only the `set_hot` below, on the
+                // global registry, sets one. That registry is a `static`,
+                // and its slots are never freed or moved.
+                let slot = unsafe { &*slot };
+                let entered = self.enter_parked::<T>(slot, word);
+                if entered.is_none() {
+                    parked::clear_hot();
+                }
+                return entered;
+            }
+        }
         let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
         let slot = self.slot(index)?;
         let parking = parked::parking_id();
@@ -592,7 +608,12 @@ impl Registry {
             // after the barrier decides.
             let word = slot::parked(generation, id);
             if slot.state.load(Ordering::Relaxed) == word {
-                return self.enter_parked::<T>(slot, word);
+                let entered = self.enter_parked::<T>(slot, word);
+                #[cfg(not(all(loom, test)))]
+                if entered.is_some() && self.is_global() {
+                    parked::set_hot(ptr.addr(), slot, word);
+                }
+                return entered;
             }
         }
         let locked = slot::exclusive(generation, id);
