@@ -222,6 +222,7 @@ pub(crate) fn hot(handle: usize) -> Option<(*const Slot, usize)> {
 /// Makes `handle` this thread's hot handle: `slot` is the global
 /// registry's slot of its index, and `word` the parked word of its
 /// generation and this thread's parking id, which step 2 just entered.
+#[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
 #[inline(always)]
 pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
     let _ = PARKING.try_with(|p| {
@@ -232,6 +233,7 @@ pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
 }
 
 /// Forgets this thread's hot handle.
+#[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
 #[cold]
 pub(crate) fn clear_hot() {
     let _ = PARKING.try_with(|p| p.hot.set(0));
@@ -338,7 +340,7 @@ pub(crate) fn leave(id: usize, slot: &Slot) {
 pub(crate) fn leave_alone(id: usize) -> bool {
     // Only this thread's enter sets `USED` and lists its slots, and only
     // its leave clears them (a guard is `!Send`); `USED` has no destructor.
-    if USED.try_with(Cell::get) != Ok(1) {
+    if !matches!(USED.try_with(Cell::get), Ok(1)) {
         return false;
     }
     RECORDS[id % IDS].held[0].store(ptr::null_mut(), Ordering::Release);
