@@ -262,15 +262,9 @@ pub(crate) fn claim_slow<T: Any + Send>(
     })
 }
 
-/// Gives a lent guard's borrow back to its lend. Returns `false` when the
-/// lend has ended: the guard then owns the real borrow and must release it.
-#[inline(always)]
-pub(crate) fn give_back(slot: &Slot) -> bool {
-    give_back_innermost(slot) || give_back_slow(slot)
-}
-
-/// [`give_back`] when the innermost lend lends `slot`, the common case;
-/// `false`, having changed nothing, otherwise.
+/// Gives a lent guard's borrow back to the innermost lend, if that lend
+/// lends `slot`: the common case. `false`, having changed nothing,
+/// otherwise; [`give_back_slow`] then searches the outer lends.
 #[inline(always)]
 pub(crate) fn give_back_innermost(slot: &Slot) -> bool {
     let top = top();
@@ -285,9 +279,12 @@ pub(crate) fn give_back_innermost(slot: &Slot) -> bool {
     false
 }
 
+/// Gives a lent guard's borrow back to whichever of this thread's lends
+/// lends `slot`. Returns `false` when none does, because the lend has
+/// ended: the guard then owns the real borrow and must release it.
 #[cold]
 #[inline(never)]
-fn give_back_slow(slot: &Slot) -> bool {
+pub(crate) fn give_back_slow(slot: &Slot) -> bool {
     match find(|l| ptr::eq(l.slot, slot)) {
         Some(lent) => {
             lent.expect.set(lent.locked);

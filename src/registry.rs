@@ -437,10 +437,7 @@ impl Registry {
     #[inline(always)]
     fn leave_parked(&self, slot: &Slot, word: usize) {
         parked::leave(slot::borrow(word), slot);
-        let now = slot.state.load(Ordering::Acquire);
-        if now != word {
-            self.after_leaving(slot, word, now);
-        }
+        self.check_after_leaving(slot, word);
     }
 
     /// [`leave_parked`](Registry::leave_parked) when the thread is inside
@@ -451,11 +448,18 @@ impl Registry {
         if !parked::leave_alone(slot::borrow(word)) {
             return false;
         }
+        self.check_after_leaving(slot, word);
+        true
+    }
+
+    /// Step 4, after either leave: the word still `word` means no other
+    /// thread came meanwhile, the common case.
+    #[inline(always)]
+    fn check_after_leaving(&self, slot: &Slot, word: usize) {
         let now = slot.state.load(Ordering::Acquire);
         if now != word {
             self.after_leaving(slot, word, now);
         }
-        true
     }
 
     /// Step 4: the owner left its parked borrow `word` and found `now`.
@@ -1578,7 +1582,8 @@ impl Registry {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn release_guard(&self, slot: &Slot, locked: usize, lent: bool) {
-        if lent && crate::lend::give_back(slot) {
+        // The innermost lend was asked inline (`Guard::drop`).
+        if lent && crate::lend::give_back_slow(slot) {
             return;
         }
         // SAFETY: per the caller; a lend that ended left us its borrow.
