@@ -34,6 +34,8 @@
 //! * [`handle`]: the bit layout of a handle and its limits.
 //! * [`Registry`]: the slots, their lock-free protocol, and the operations.
 //! * [`Guard`] / [`SharedGuard`]: exclusive and shared borrows.
+//! * [`restore_with`]: restore, run a closure, release; the cheapest form
+//!   for a callback's body.
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.
 //! * [`Registry::scope`] and its siblings: borrowed state for one C call.
@@ -84,6 +86,7 @@ pub mod panic;
 mod parked;
 mod readers;
 mod registry;
+mod restore_with;
 mod scope;
 mod slot;
 pub mod static_trampoline;
@@ -129,6 +132,31 @@ pub fn save<T: Any + Send>(value: T) -> *mut c_void {
 #[inline]
 pub fn restore<T: Any + Send>(ptr: *mut c_void) -> Result<Guard<'static, T>, Error> {
     Registry::global().restore(ptr)
+}
+
+/// Restores a value of the global registry, runs `f` on it, and releases
+/// it: the cheapest form for a C callback's body. See
+/// [`Registry::restore_with`].
+///
+/// ```
+/// use std::ffi::c_void;
+///
+/// // A C callback: `user_data` is the handle of a `u64` counter.
+/// extern "C" fn on_item(user_data: *mut c_void) {
+///     let _ = handle_registry::restore_with(user_data, |n: &mut u64| *n += 1);
+/// }
+///
+/// let p = handle_registry::save(0u64);
+/// on_item(p);
+/// on_item(p);
+/// assert_eq!(handle_registry::take::<u64>(p), Ok(2));
+/// ```
+#[inline]
+pub fn restore_with<T: Any + Send, O>(
+    ptr: *mut c_void,
+    f: impl FnOnce(&mut T) -> O,
+) -> Result<O, Error> {
+    Registry::global().restore_with(ptr, f)
 }
 
 /// Borrows a `Sync` value of the global registry shared, for callbacks that

@@ -15,8 +15,8 @@ fn ptr(p: usize) -> *mut c_void {
     std::ptr::without_provenance_mut(p)
 }
 
-/// Counts its drops.
-struct Counted(u64, Arc<AtomicUsize>);
+/// Counts its drops (also used by `restore_with`'s tests).
+pub(crate) struct Counted(pub u64, Arc<AtomicUsize>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Counted {
     }
 }
 
-fn counted(r: &Registry) -> (*mut c_void, Arc<AtomicUsize>) {
+pub(crate) fn counted(r: &Registry) -> (*mut c_void, Arc<AtomicUsize>) {
     let drops = Arc::new(AtomicUsize::new(0));
     (r.save(Counted(0, drops.clone())), drops)
 }
@@ -43,7 +43,7 @@ fn is_parked(r: &Registry, p: *mut c_void) -> bool {
 
 /// Whether this thread and target park at all (not where `membarrier` is
 /// missing); the tests that need parking return early otherwise.
-fn parks() -> bool {
+pub(crate) fn parks() -> bool {
     thread::id().is_some() && super::parking_id().is_some()
 }
 

@@ -234,7 +234,7 @@ impl Registry {
         }
     }
 
-    fn is_global(&self) -> bool {
+    pub(crate) fn is_global(&self) -> bool {
         std::ptr::eq(self, &GLOBAL)
     }
 
@@ -435,7 +435,7 @@ impl Registry {
 
     /// The owner's leave of its parked borrow `word` (steps 3 and 4).
     #[inline(always)]
-    fn leave_parked(&self, slot: &Slot, word: usize) {
+    pub(crate) fn leave_parked(&self, slot: &Slot, word: usize) {
         parked::leave(slot::borrow(word), slot);
         self.check_after_leaving(slot, word);
     }
