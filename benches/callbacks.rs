@@ -12,7 +12,7 @@ use handle_registry::{demo::ffi, Registry};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{direct_start, registry_start, scoped_start, Sum};
+use common::{direct_start, registry_start, registry_with_start, scoped_start, Sum};
 
 fn per_callback(c: &mut Criterion) {
     let mut g = c.benchmark_group("per-callback");
@@ -31,32 +31,34 @@ fn per_callback(c: &mut Criterion) {
             });
             black_box(sum);
         });
-        g.bench_function(BenchmarkId::new("registry restore", n), |b| {
-            let p = registry.save(0i64);
+        let trampolines: [(&str, unsafe extern "C" fn(_, _)); 2] = [
+            ("registry restore", registry_start),
+            ("registry restore_with", registry_with_start),
+        ];
+        for (name, start) in trampolines {
             let cbs = ffi::Callbacks {
-                start: Some(registry_start),
+                start: Some(start),
                 end: None,
             };
-            // SAFETY: the trampoline accepts any `user_data`.
-            b.iter(|| unsafe { ffi::traverse_bench_start(cbs, p, black_box(n)) });
-            registry.unref(p).unwrap();
-        });
-        g.bench_function(BenchmarkId::new("registry restore, lent", n), |b| {
-            let p = registry.save(0i64);
-            let cbs = ffi::Callbacks {
-                start: Some(registry_start),
-                end: None,
-            };
-            b.iter(|| {
-                registry
-                    // SAFETY: the trampoline accepts any `user_data`.
-                    .lend::<i64, _>(p, || unsafe {
-                        ffi::traverse_bench_start(cbs, p, black_box(n))
-                    })
-                    .unwrap()
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                let p = registry.save(0i64);
+                // SAFETY: the trampoline accepts any `user_data`.
+                b.iter(|| unsafe { ffi::traverse_bench_start(cbs, p, black_box(n)) });
+                registry.unref(p).unwrap();
             });
-            registry.unref(p).unwrap();
-        });
+            g.bench_function(BenchmarkId::new(format!("{name}, lent"), n), |b| {
+                let p = registry.save(0i64);
+                b.iter(|| {
+                    registry
+                        // SAFETY: the trampoline accepts any `user_data`.
+                        .lend::<i64, _>(p, || unsafe {
+                            ffi::traverse_bench_start(cbs, p, black_box(n))
+                        })
+                        .unwrap()
+                });
+                registry.unref(p).unwrap();
+            });
+        }
         g.bench_function(BenchmarkId::new("registry scope + with", n), |b| {
             let cbs = ffi::Callbacks {
                 start: Some(scoped_start),

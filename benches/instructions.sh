@@ -24,7 +24,7 @@ per() { # KIND -> instructions per iteration
 echo "| callback through C | instructions per callback | ratio to direct |"
 echo "|---|---|---|"
 direct=""
-for kind in direct restore lent scope visitor; do
+for kind in direct restore lent restore_with lent_with scope visitor; do
     p=$(per "$kind")
     direct=${direct:-$p}
     ratio=$(python3 -c "print(f'{$p / $direct:.2f}')")

@@ -130,7 +130,7 @@ fn compare_per(
 /// measured like the parses, each round against its own raw pointer.
 mod per_callback {
     use super::*;
-    use crate::common::{direct_start, registry_start, scoped_start};
+    use crate::common::{direct_start, registry_start, registry_with_start, scoped_start};
     use handle_registry::demo::ffi;
     use std::ffi::c_void;
 
@@ -170,6 +170,18 @@ mod per_callback {
                     let p = registry.save(0i64);
                     registry
                         .lend::<i64, _>(p, || run_c(Some(registry_start), p))
+                        .unwrap();
+                    assert_eq!(black_box(registry.take::<i64>(p)), Ok(all));
+                }),
+                Variant::new("registry restore_with", || {
+                    let p = registry.save(0i64);
+                    run_c(Some(registry_with_start), p);
+                    assert_eq!(black_box(registry.take::<i64>(p)), Ok(all));
+                }),
+                Variant::new("restore_with inside lend", || {
+                    let p = registry.save(0i64);
+                    registry
+                        .lend::<i64, _>(p, || run_c(Some(registry_with_start), p))
                         .unwrap();
                     assert_eq!(black_box(registry.take::<i64>(p)), Ok(all));
                 }),
@@ -219,6 +231,20 @@ mod demo {
                     let counts = registry.take::<Counts>(p).unwrap();
                     assert_eq!(black_box(counts.blocks), ITEMS as u64);
                 }),
+                Variant::new("registry restore_with", || {
+                    let p = registry.save(Counts::default());
+                    input.parse(ways.restore_with, p);
+                    let counts = registry.take::<Counts>(p).unwrap();
+                    assert_eq!(black_box(counts.blocks), ITEMS as u64);
+                }),
+                Variant::new("restore_with inside lend", || {
+                    let p = registry.save(Counts::default());
+                    registry
+                        .lend::<Counts, _>(p, || input.parse(ways.restore_with, p))
+                        .unwrap();
+                    let counts = registry.take::<Counts>(p).unwrap();
+                    assert_eq!(black_box(counts.blocks), ITEMS as u64);
+                }),
                 Variant::new("registry scope + with", || {
                     let mut counts = Counts::default();
                     registry
@@ -264,6 +290,20 @@ mod expat {
                     let p = registry.save(Depths::default());
                     registry
                         .lend::<Depths, _>(p, || parse(doc, ways.restore, p))
+                        .unwrap();
+                    let d = registry.take::<Depths>(p).unwrap();
+                    assert_eq!((black_box(d.elements), d.depth), (all, 0));
+                }),
+                Variant::new("registry restore_with", || {
+                    let p = registry.save(Depths::default());
+                    parse(doc, ways.restore_with, p);
+                    let d = registry.take::<Depths>(p).unwrap();
+                    assert_eq!((black_box(d.elements), d.depth), (all, 0));
+                }),
+                Variant::new("restore_with inside lend", || {
+                    let p = registry.save(Depths::default());
+                    registry
+                        .lend::<Depths, _>(p, || parse(doc, ways.restore_with, p))
                         .unwrap();
                     let d = registry.take::<Depths>(p).unwrap();
                     assert_eq!((black_box(d.elements), d.depth), (all, 0));

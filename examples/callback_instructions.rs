@@ -4,7 +4,9 @@
 //! of a shared machine.
 //!
 //! `cargo run --release --example callback_instructions -- KIND N` with KIND
-//! one of `direct`, `restore`, `lent`, `scope`, `visitor`, or `save_unref`
+//! one of `direct`, `restore`, `lent` (`restore` inside a lend),
+//! `restore_with`, `lent_with` (`restore_with` inside a lend), `scope`,
+//! `visitor`, or `save_unref`
 //! (no callback: N times `save` of a `u64` then `unref` of it, on the
 //! global registry) and its baseline `box_unbox` (`Box::into_raw` of a
 //! new `Box<u64>`, then `Box::from_raw` and drop).
@@ -14,7 +16,7 @@ use handle_registry::{demo::ffi, Registry};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
-use common::{direct_start, registry_start, scoped_start, Sum};
+use common::{direct_start, registry_start, registry_with_start, scoped_start, Sum};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +24,7 @@ fn main() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
             eprintln!(
-                "usage: callback_instructions direct|restore|lent|scope|visitor|save_unref|box_unbox N"
+                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox N"
             );
             std::process::exit(2);
         }
@@ -39,11 +41,16 @@ fn main() {
             unsafe { ffi::traverse_bench_start(cbs(direct_start), (&raw mut sum).cast(), n) };
             sum
         }
-        "restore" | "lent" => {
+        "restore" | "lent" | "restore_with" | "lent_with" => {
             let p = registry.save(0i64);
+            let start = if kind.ends_with("with") {
+                registry_with_start
+            } else {
+                registry_start
+            };
             // SAFETY: the trampoline accepts any `user_data`.
-            let run = || unsafe { ffi::traverse_bench_start(cbs(registry_start), p, n) };
-            if kind == "lent" {
+            let run = || unsafe { ffi::traverse_bench_start(cbs(start), p, n) };
+            if kind.starts_with("lent") {
                 registry.lend::<i64, _>(p, run).unwrap();
             } else {
                 run();

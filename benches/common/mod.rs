@@ -19,6 +19,12 @@ pub unsafe extern "C" fn registry_start(user_data: *mut c_void, i: c_int) {
     }
 }
 
+/// `restore_with`: the same borrow as `registry_start`, with the body run
+/// inside the call.
+pub unsafe extern "C" fn registry_with_start(user_data: *mut c_void, i: c_int) {
+    let _ = handle_registry::restore_with(user_data, |sum: &mut i64| *sum += i64::from(i));
+}
+
 /// The scope's way: the state lent for the call, reached with `with`.
 pub unsafe extern "C" fn scoped_start(user_data: *mut c_void, i: c_int) {
     let _ = handle_registry::with(user_data, |sum: &mut i64| *sum += i64::from(i));

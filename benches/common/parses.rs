@@ -15,10 +15,12 @@ use std::ffi::{c_int, c_void};
 pub const ITEMS: usize = 200_000;
 
 /// The handler pairs of one workload: for the raw pointer, for `restore`
-/// (plain, or inside a lend), for `with` inside a scope.
+/// and for `restore_with` (plain, or inside a lend), for `with` inside a
+/// scope.
 pub struct Ways<H> {
     pub direct: H,
     pub restore: H,
+    pub restore_with: H,
     pub with: H,
 }
 
@@ -69,6 +71,12 @@ pub mod demo {
             c.end(open, close)
         }
     }
+    unsafe extern "C" fn restore_with_start(user_data: *mut c_void, depth: c_int) {
+        let _ = handle_registry::restore_with(user_data, |c: &mut Counts| c.start(depth));
+    }
+    unsafe extern "C" fn restore_with_end(user_data: *mut c_void, open: c_int, close: c_int) {
+        let _ = handle_registry::restore_with(user_data, |c: &mut Counts| c.end(open, close));
+    }
     unsafe extern "C" fn with_start(user_data: *mut c_void, depth: c_int) {
         let _ = handle_registry::with(user_data, |c: &mut Counts| c.start(depth));
     }
@@ -91,6 +99,7 @@ pub mod demo {
         Ways {
             direct: cbs(direct_start, direct_end),
             restore: cbs(restore_start, restore_end),
+            restore_with: cbs(restore_with_start, restore_with_end),
             with: cbs(with_start, with_end),
         }
     }
@@ -189,6 +198,16 @@ pub mod expat {
             d.end()
         }
     }
+    unsafe extern "C" fn restore_with_start(
+        ud: *mut c_void,
+        _: *const c_char,
+        _: *mut *const c_char,
+    ) {
+        let _ = handle_registry::restore_with(ud, |d: &mut Depths| d.start());
+    }
+    unsafe extern "C" fn restore_with_end(ud: *mut c_void, _: *const c_char) {
+        let _ = handle_registry::restore_with(ud, |d: &mut Depths| d.end());
+    }
     unsafe extern "C" fn with_start(ud: *mut c_void, _: *const c_char, _: *mut *const c_char) {
         let _ = handle_registry::with(ud, |d: &mut Depths| d.start());
     }
@@ -201,6 +220,7 @@ pub mod expat {
         Ways {
             direct: (direct_start, direct_end),
             restore: (restore_start, restore_end),
+            restore_with: (restore_with_start, restore_with_end),
             with: (with_start, with_end),
         }
     }
