@@ -234,7 +234,7 @@ impl Registry {
         }
     }
 
-    pub(crate) fn is_global(&self) -> bool {
+    fn is_global(&self) -> bool {
         std::ptr::eq(self, &GLOBAL)
     }
 
@@ -575,6 +575,24 @@ impl Registry {
         }
     }
 
+    /// The slot and parked word of this thread's hot handle (see
+    /// [`parked`], "The hot handle"), if this is the global registry and
+    /// `ptr` is that handle.
+    #[cfg(not(all(loom, test)))]
+    #[inline(always)]
+    pub(crate) fn hot(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
+        if self.is_global() {
+            if let Some((slot, word)) = parked::hot(ptr.addr()) {
+                // SAFETY: a hot slot is the global registry's slot of the
+                // hot handle's index: only `borrow_fast`'s `set_hot`, on
+                // the global registry, sets one. That registry is a
+                // `static`, and its slots are never freed or moved.
+                return Some((unsafe { &*slot }, word));
+            }
+        }
+        None
+    }
+
     /// The common cases of an exclusive borrow, kept free of calls so that
     /// they inline into a trampoline: this thread's hot handle (see
     /// [`parked`], "The hot handle"), or a valid handle of this registry, a
@@ -585,19 +603,12 @@ impl Registry {
     #[inline(always)]
     fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
         #[cfg(not(all(loom, test)))]
-        if self.is_global() {
-            if let Some((slot, word)) = parked::hot(ptr.addr()) {
-                // SAFETY: a hot slot is the global registry's slot of the
-                // hot handle's index: only the `set_hot` below, on the
-                // global registry, sets one. That registry is a `static`,
-                // and its slots are never freed or moved.
-                let slot = unsafe { &*slot };
-                let entered = self.enter_parked::<T>(slot, word);
-                if entered.is_none() {
-                    parked::clear_hot();
-                }
-                return entered;
+        if let Some((slot, word)) = self.hot(ptr) {
+            let entered = self.enter_parked::<T>(slot, word);
+            if entered.is_none() {
+                parked::clear_hot();
             }
+            return entered;
         }
         let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
         let slot = self.slot(index)?;

@@ -108,17 +108,9 @@ impl Registry {
     #[cfg(not(all(loom, test)))]
     #[inline(always)]
     fn enter_hot<T: Any + Send>(&self, ptr: *mut c_void) -> Hot<'_> {
-        if !self.is_global() {
-            return Hot::No;
-        }
-        let Some((slot, word)) = crate::parked::hot(ptr.addr()) else {
+        let Some((slot, word)) = self.hot(ptr) else {
             return Hot::No;
         };
-        // SAFETY: a hot slot is the global registry's slot of the hot
-        // handle's index (only `borrow_fast` sets one, on the global
-        // registry), and that registry is a `static` whose slots are never
-        // freed or moved.
-        let slot = unsafe { &*slot };
         if !crate::parked::enter_alone(crate::slot::borrow(word), slot) {
             return Hot::No;
         }
