@@ -426,7 +426,7 @@ impl Registry {
         if !parked::enter(slot::borrow(word), slot) {
             return None;
         }
-        if slot.state.load(Ordering::Acquire) == word && slot.holds::<T>() {
+        if still_parked::<T>(slot, word) {
             return Some((slot, word));
         }
         self.leave_parked(slot, word);
@@ -1787,6 +1787,16 @@ fn handle_generation(h: usize) -> u32 {
 fn index_of(ptr: *mut c_void) -> usize {
     // The index bits of a valid handle are the index plus one (never 0).
     (handle::from_ptr(ptr) & ((1 << LAYOUT.index_bits) - 1)) as usize - 1
+}
+
+/// Step 2's second half (see [`parked`]), once the thread listed `slot` in
+/// its record and ran the light barrier: the enter holds if the word is
+/// still the parked `word` (no other thread asked for the slot meanwhile)
+/// and the slot holds a `T`. One place for that rule, which both
+/// `restore`'s and `restore_with`'s inline paths apply.
+#[inline(always)]
+pub(crate) fn still_parked<T: Any + Send>(slot: &Slot, word: usize) -> bool {
+    slot.state.load(Ordering::Acquire) == word && slot.holds::<T>()
 }
 
 impl Drop for Registry {

@@ -114,7 +114,7 @@ impl Registry {
         if !crate::parked::enter_alone(crate::slot::borrow(word), slot) {
             return Hot::No;
         }
-        if slot.state.load(crate::sync::atomic::Ordering::Acquire) == word && slot.holds::<T>() {
+        if crate::registry::still_parked::<T>(slot, word) {
             Hot::Entered(slot, word)
         } else {
             Hot::Refused(slot, word)
