@@ -225,6 +225,10 @@ pub(crate) fn hot(handle: usize) -> Option<(*const Slot, usize)> {
 #[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
 #[inline(always)]
 pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
+    debug_assert!(
+        word & crate::slot::PARKED != 0,
+        "a hot handle's word is parked"
+    );
     let _ = PARKING.try_with(|p| {
         p.hot.set(handle);
         p.hot_slot.set(slot);
