@@ -46,6 +46,21 @@ fn probe() -> (Probe, Arc<AtomicUsize>) {
         d,
     )
 }
+/// A probe saved in `r`: its handle and its drop count.
+fn saved_probe(r: &Registry) -> (*mut c_void, Arc<AtomicUsize>) {
+    let (v, d) = probe();
+    (r.save(v), d)
+}
+/// Whether `r` is the global registry, for failure messages.
+fn is_global(r: &Registry) -> bool {
+    std::ptr::eq(r, Registry::global())
+}
+/// Runs `f` on a private registry, then on the global one (whose handles
+/// alone can become a thread's hot handle).
+fn on_both_registries(mut f: impl FnMut(&Registry)) {
+    f(&Registry::new());
+    f(Registry::global());
+}
 /// Enter/leave exclusivity check.
 fn excl(p: &mut Probe) {
     assert!(!p.inside.swap(true, SeqCst), "two &mut at once");
@@ -100,8 +115,7 @@ fn forged_set(h: usize) -> Vec<usize> {
 #[test]
 fn forged_integers_private_registry() {
     let r = Registry::new();
-    let (v, d) = probe();
-    let h = r.save(v);
+    let (h, d) = saved_probe(&r);
     let _others: Vec<_> = (0..5).map(|i| r.save(Other(i))).collect();
     let r2 = Registry::new();
     let h2 = r2.save(Other(9));
@@ -132,8 +146,7 @@ fn forged_integers_private_registry() {
 #[test]
 fn forged_integers_around_hot_handle() {
     let _l = lock();
-    let (v, d) = probe();
-    let h = save(v);
+    let (h, d) = saved_probe(Registry::global());
     heat(h);
     for f in forged_set(h.addr())
         .into_iter()
@@ -170,13 +183,9 @@ fn heat_once(h: *mut c_void) {
 #[test]
 fn nested_same_and_other_private_and_hot() {
     let _l = lock();
-    for global in [false, true] {
-        let r0 = Registry::new();
-        let r: &Registry = if global { Registry::global() } else { &r0 };
-        let (va, da) = probe();
-        let (vb, db) = probe();
-        let a = r.save(va);
-        let b = r.save(vb);
+    on_both_registries(|r| {
+        let (a, da) = saved_probe(r);
+        let (b, db) = saved_probe(r);
         heat_in(r, a);
         // nested same
         let out = r
@@ -194,7 +203,7 @@ fn nested_same_and_other_private_and_hot() {
                 )
             })
             .unwrap();
-        assert_eq!(out.0, Err(Error::Busy), "global={global}");
+        assert_eq!(out.0, Err(Error::Busy), "global={}", is_global(r));
         assert_eq!(out.0, out.1);
         assert_eq!(out.2, out.3);
         assert_eq!(out.4, Ok(Err(Error::Busy)));
@@ -232,17 +241,14 @@ fn nested_same_and_other_private_and_hot() {
         assert_eq!(agree::<Probe>(r, a), Err(Error::Stale));
         r.unref(b).unwrap();
         assert_eq!(db.load(SeqCst), 1);
-    }
+    });
 }
 
 #[test]
 fn panic_in_f_then_again() {
     let _l = lock();
-    for global in [false, true] {
-        let r0 = Registry::new();
-        let r: &Registry = if global { Registry::global() } else { &r0 };
-        let (v, d) = probe();
-        let a = r.save(v);
+    on_both_registries(|r| {
+        let (a, d) = saved_probe(r);
         for round in 0..3 {
             heat_in(r, a);
             let res = catch_unwind(AssertUnwindSafe(|| {
@@ -255,7 +261,8 @@ fn panic_in_f_then_again() {
             assert_eq!(
                 r.restore_with(a, |v: &mut Probe| v.n),
                 Ok((round as u64 + 1) * (HOT as u64 + 1000)),
-                "global={global}"
+                "global={}",
+                is_global(r)
             );
             assert!(r.restore::<Probe>(a).is_ok());
             // panic with unref inside
@@ -271,19 +278,15 @@ fn panic_in_f_then_again() {
                 assert_eq!(agree::<Probe>(r, a), Err(Error::Stale));
             }
         }
-    }
+    });
 }
 
 #[test]
 fn lend_paths() {
     let _l = lock();
-    for global in [false, true] {
-        let r0 = Registry::new();
-        let r: &Registry = if global { Registry::global() } else { &r0 };
-        let (va, da) = probe();
-        let (vb, _db) = probe();
-        let a = r.save(va);
-        let b = r.save(vb);
+    on_both_registries(|r| {
+        let (a, da) = saved_probe(r);
+        let (b, _db) = saved_probe(r);
         heat_in(r, a);
         r.lend::<Probe, _>(a, || {
             assert_eq!(
@@ -329,14 +332,13 @@ fn lend_paths() {
         assert_eq!(da.load(SeqCst), 1);
         assert_eq!(agree::<Probe>(r, a), Err(Error::Stale));
         r.unref(b).unwrap();
-    }
+    });
 }
 
 #[test]
 fn escaped_lent_guard_on_hot() {
     let _l = lock();
-    let (va, da) = probe();
-    let a = save(va);
+    let (a, da) = saved_probe(Registry::global());
     heat(a);
     let mut kept = None;
     Registry::global()
@@ -354,8 +356,7 @@ fn escaped_lent_guard_on_hot() {
 fn hot_then_other_thread_unref_take_restore() {
     let _l = lock();
     // unref idle from another thread
-    let (v, d) = probe();
-    let a = save(v);
+    let (a, d) = saved_probe(Registry::global());
     heat(a);
     let aa = a.addr();
     std::thread::spawn(move || unref(pp(aa)).unwrap())
@@ -364,8 +365,7 @@ fn hot_then_other_thread_unref_take_restore() {
     assert_eq!(d.load(SeqCst), 1);
     assert_eq!(agree::<Probe>(Registry::global(), a), Err(Error::Stale));
     // take idle from another thread
-    let (v, d) = probe();
-    let a = save(v);
+    let (a, d) = saved_probe(Registry::global());
     heat(a);
     let aa = a.addr();
     let n = std::thread::spawn(move || take::<Probe>(pp(aa)).map(|p| p.n))
@@ -375,8 +375,7 @@ fn hot_then_other_thread_unref_take_restore() {
     assert_eq!(d.load(SeqCst), 1);
     assert_eq!(agree::<Probe>(Registry::global(), a), Err(Error::Stale));
     // unref while inside f on the hot path
-    let (v, d) = probe();
-    let a = save(v);
+    let (a, d) = saved_probe(Registry::global());
     heat(a);
     let aa = a.addr();
     let r = restore_with(a, |v: &mut Probe| {
@@ -390,8 +389,7 @@ fn hot_then_other_thread_unref_take_restore() {
     assert_eq!(r, Ok(Ok(())));
     assert_eq!(d.load(SeqCst), 1);
     // another thread restores while owner inside f: must wait
-    let (v, d) = probe();
-    let a = save(v);
+    let (a, d) = saved_probe(Registry::global());
     heat(a);
     let aa = a.addr();
     let started = Arc::new(AtomicBool::new(false));
@@ -561,8 +559,7 @@ fn reentry_from_drop() {
             s.push((c, d));
         }
     }
-    let (vo, _do) = probe();
-    let o = save(vo);
+    let (o, _do) = saved_probe(Registry::global());
     heat(o);
     let seen = Arc::new(Mutex::new(vec![]));
     // Drop runs at unref time (idle)
@@ -632,8 +629,7 @@ fn thread_local_teardown() {
     }
     thread_local! { static TL: std::cell::RefCell<Option<Tl>> = const { std::cell::RefCell::new(None) }; }
     let log = Arc::new(Mutex::new(vec![]));
-    let (v, d) = probe();
-    let h = save(v);
+    let (h, d) = saved_probe(Registry::global());
     let ha = h.addr();
     let l2 = log.clone();
     std::thread::spawn(move || {
@@ -660,8 +656,7 @@ fn thread_local_teardown() {
 #[test]
 fn stress_two_threads_hot() {
     let _l = lock();
-    let (v, d) = probe();
-    let h = save(v);
+    let (h, d) = saved_probe(Registry::global());
     let ha = h.addr();
     let iters: u64 = if cfg!(miri) { 30 } else { 300_000 };
     let start = std::time::Instant::now();
@@ -703,8 +698,7 @@ fn stress_unref_race_hot() {
     let _l = lock();
     let rounds = if cfg!(miri) { 2 } else { 300 };
     for _ in 0..rounds {
-        let (v, d) = probe();
-        let h = save(v);
+        let (h, d) = saved_probe(Registry::global());
         heat(h);
         let ha = h.addr();
         let t = std::thread::spawn(move || {
@@ -886,8 +880,7 @@ fn failure_log_counts_match() {
 fn failure_log_counts_match_hot() {
     let _l = lock();
     let g = Registry::global();
-    let (v, _d) = probe();
-    let h = save(v);
+    let (h, _d) = saved_probe(Registry::global());
     // One call, after re-heating `h`: its answer, and how many failures
     // it logged.
     let check = |f: &dyn Fn() -> Result<(), Error>| {
