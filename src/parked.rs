@@ -84,7 +84,12 @@
 //!    vacant; the winner drops the value and frees the index, and wakes
 //!    all if the orphan carried `WAITING`. The unref and the owner may
 //!    both try (the Dekker pair lets both see each other); the exchange
-//!    picks one.
+//!    picks one. So an unref that races the owner's next enter may return
+//!    before the drop: the owner listed the slot before the unref read
+//!    its record (and the unref left the drop to it), or won the exchange.
+//!    The owner's failed enter then drops the value on its thread, in a
+//!    `restore` that answers `Stale`: README documents it beside
+//!    `restore_ref`'s same race.
 //!
 //! The loom models in `loom_tests/parked.rs` check this handshake on a
 //! model slot, and fail with either barrier weakened, the disposers not

@@ -227,6 +227,27 @@ fn an_unref_while_the_owner_is_inside_leaves_the_drop_to_its_leave() {
     assert_eq!(r.len(), 0);
 }
 
+/// An unref racing the owner's next `restore`: the owner has listed the
+/// slot (step 2's first half) when the unref reads its record, so the
+/// unref returns at once and leaves the drop to the owner. The owner then
+/// finds the orphan, leaves, and drops the value on its own thread, in a
+/// `restore` that answers `Stale` (README: "`unref` of a borrowed value").
+#[test]
+fn an_unref_racing_the_owners_restore_leaves_the_drop_to_that_restore() {
+    let Some((r, p, drops)) = parked_value() else {
+        return;
+    };
+    let (word, slot) = (r.word(p), r.slot_of(p));
+    assert!(super::enter(slot::borrow(word), slot));
+    elsewhere(&r, p, |r, p| r.unref(p).unwrap());
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "the unref returned first");
+    assert!(!crate::registry::still_parked::<Counted>(slot, word));
+    r.leave_parked(slot, word);
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped by the owner");
+    assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
+    assert_eq!(r.len(), 0);
+}
+
 #[test]
 fn the_owner_unrefs_its_parked_handle_outside_or_inside() {
     let Some((r, p, drops)) = parked_value() else {

@@ -1017,9 +1017,15 @@ impl Registry {
     /// Never waits. If the value is borrowed (on any thread, including this
     /// one), new lookups fail with [`Error::Stale`] at once and the value is
     /// dropped when the last guard is released, on that guard's thread.
+    /// A call on another thread that races this one may drop it instead,
+    /// and answer `Stale`: a [`restore_ref`](Registry::restore_ref), or the
+    /// `restore` of a thread whose borrow of the value is parked between its
+    /// calls (README, "`unref` of a borrowed value"). This call may then
+    /// return before the value is dropped.
     ///
     /// If the value's `Drop` panics, the panic propagates to the caller
-    /// (after the registry has forgotten the value).
+    /// that dropped it (after the registry has forgotten the value): this
+    /// one, or the guard's or the racing call's.
     ///
     /// ```
     /// use handle_registry::Error;
@@ -1764,7 +1770,13 @@ impl Registry {
     /// The state word of `ptr`'s slot.
     #[cfg(test)]
     pub(crate) fn word(&self, ptr: *mut c_void) -> usize {
-        self.lookup(ptr).unwrap().0.state.load(Ordering::SeqCst)
+        self.slot_of(ptr).state.load(Ordering::SeqCst)
+    }
+
+    /// `ptr`'s slot.
+    #[cfg(test)]
+    pub(crate) fn slot_of(&self, ptr: *mut c_void) -> &Slot {
+        self.lookup(ptr).unwrap().0
     }
 
     #[cfg(test)]
