@@ -1781,8 +1781,8 @@ impl Registry {
 
     #[cfg(test)]
     pub(crate) fn set_generation(&self, ptr: *mut c_void, generation: u32) -> *mut c_void {
-        let (slot, _) = self.lookup(ptr).unwrap();
-        slot.state
+        self.slot_of(ptr)
+            .state
             .store(slot::at(generation) | LIVE, Ordering::Relaxed);
         handle::to_ptr(LAYOUT.encode(index_of(ptr), self.id, generation))
     }
