@@ -20,7 +20,19 @@ use crate::sync::unmodelled::{AtomicU8, AtomicUsize};
 use crate::sync::Mutex;
 use crate::{handle, Error, Registry};
 
-/// How many refusals a registry remembers.
+/// How many refusals a registry remembers: older ones are still counted
+/// in [`Failures::total`], but only the last `RECENT` are kept in full.
+///
+/// ```
+/// use handle_registry::{failures::RECENT, Registry};
+///
+/// let r = Registry::new();
+/// for _ in 0..RECENT + 3 {
+///     let _ = r.restore::<u8>(std::ptr::null_mut());
+/// }
+/// assert_eq!(r.failures().total(), RECENT + 3);
+/// assert_eq!(r.failures().recent().len(), RECENT);
+/// ```
 pub const RECENT: usize = 8;
 
 /// How many kinds of [`Error`] are counted (see `kind`).
@@ -105,7 +117,22 @@ fn report(out: &mut impl std::io::Write, failure: &Failure) {
     let _ = writeln!(out, "handle_registry: refused: {failure}");
 }
 
-/// One refused lookup.
+/// One refused lookup: the handle as C passed it, the error, the type
+/// asked for and the thread that asked. Its `Display` form is the line
+/// `HANDLE_REGISTRY_REPORT_FAILURES` writes to stderr.
+///
+/// ```
+/// use handle_registry::{Error, Registry};
+///
+/// let r = Registry::new();
+/// let p = r.save(1u8);
+/// let _ = r.restore::<String>(p);
+/// let failure = r.failures().recent()[0];
+/// assert_eq!(failure.handle(), p);
+/// assert!(matches!(failure.error(), Error::WrongType { .. }));
+/// assert!(failure.to_string().contains("String"));
+/// r.unref(p).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
     handle: usize,

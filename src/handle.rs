@@ -40,7 +40,7 @@
 //! # Layout on 32-bit targets
 //!
 //! Only 32 bits are available, so the same scheme is narrower: 16 bits of
-//! index (65 534 live values), 4 bits of registry id (14 registries besides
+//! index (65 535 live values), 4 bits of registry id (14 registries besides
 //! the global one) and 12 bits of generation (a slot is retired after 4 095
 //! reuses). Retirement keeps the guarantee intact, but a program that saves
 //! and frees hundreds of millions of handles over its lifetime will
@@ -174,6 +174,17 @@ pub(crate) fn from_ptr(ptr: *mut c_void) -> u64 {
 mod tests {
     use super::*;
     use crate::Error;
+
+    /// The capacities the docs quote (README, this module, `try_save`):
+    /// index + 1 must fit the field and never be zero, so one index value
+    /// is lost.
+    #[test]
+    fn capacities_are_the_documented_ones() {
+        assert_eq!(Layout::BITS64.max_index() + 1, 16_777_215);
+        assert_eq!(Layout::BITS32.max_index() + 1, 65_535);
+        assert_eq!(Layout::BITS32.max_registry() - 1, 14);
+        assert_eq!(Layout::BITS64.max_registry() - 1, 254);
+    }
 
     #[test]
     fn widths_fill_the_word() {

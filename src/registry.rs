@@ -288,7 +288,7 @@ impl Registry {
     /// Like [`save`](Registry::save), but a full registry is an error that
     /// gives the value back: [`Error::Full`] when every index the handle
     /// layout can express is live or retired (about 16.7 million live
-    /// values on 64-bit targets, 65 534 on 32-bit; see
+    /// values on 64-bit targets, 65 535 on 32-bit; see
     /// [`handle`](crate::handle)).
     ///
     /// ```
