@@ -106,7 +106,9 @@
 //! * **Panics** are caught in the trampoline; the rest of that guard's
 //!   calls return the fallback; the panic is resumed by
 //!   [`SlotGuard::finish`] or the guard's drop, or returned by
-//!   [`SlotGuard::try_finish`], whichever thread the call ran on.
+//!   [`SlotGuard::try_finish`], whichever thread the call ran on. So is a
+//!   panic from the closure's `Drop` when it is unbound; a guard dropped
+//!   while its thread unwinds drops either panic instead.
 //!
 //! **The limit.** A call carries nothing that says which owner it is
 //! meant for: a late call through a released guard's function pointer

@@ -5,9 +5,9 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::fmt;
 use std::mem::ManuallyDrop;
-use std::panic::resume_unwind;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
-use once_cell::sync::Lazy;
+use once_cell::sync::OnceCell;
 
 use super::signature::{SafeSignature, Signature};
 use crate::panic::PanicCarrier;
@@ -44,10 +44,28 @@ const RESERVED: usize = 1;
 
 /// Every pool's entries. Private, so that nothing outside this module can
 /// take or unref them: [`Pool::scope`]'s soundness rests on it.
-static REGISTRY: Lazy<Registry> = Lazy::new(|| match Registry::try_new() {
-    Ok(registry) => registry,
-    Err(e) => panic!("handle_registry::static_trampoline: cannot create its registry: {e}"),
-});
+///
+/// Created by the first acquire. Not a `Lazy`: its creation fails while
+/// 254 other registries are alive, and a `Lazy` whose initialiser
+/// panicked stays poisoned, which would make every pool panic for the
+/// rest of the process. A failed creation panics in that one acquire and
+/// is tried again by the next.
+static REGISTRY: OnceCell<Registry> = OnceCell::new();
+
+/// The pools' registry, created if this is the first acquire.
+#[track_caller]
+fn registry() -> &'static Registry {
+    match REGISTRY.get_or_try_init(Registry::try_new) {
+        Ok(registry) => registry,
+        Err(e) => panic!("handle_registry::static_trampoline: cannot create its registry: {e}"),
+    }
+}
+
+/// The pools' registry, which exists once a slot word names a handle:
+/// only [`registry`] saves handles, after creating it.
+fn created() -> Option<&'static Registry> {
+    REGISTRY.get()
+}
 
 /// What a slot's handle names: the closure and the panic slot of its calls.
 struct Entry<F: Signature> {
@@ -147,7 +165,7 @@ fn handle_ptr(word: usize) -> *mut c_void {
 /// ```
 pub struct Pool<F: Signature, const N: usize> {
     name: &'static str,
-    /// `FREE`, `RESERVED` or a handle of `REGISTRY`.
+    /// `FREE`, `RESERVED` or a handle of [`REGISTRY`].
     slots: [AtomicUsize; N],
     /// `fns[i]` is a trampoline that dispatches to slot `i` of this pool.
     fns: [F; N],
@@ -244,7 +262,8 @@ impl<F: Signature, const N: usize> Pool<F, N> {
     ///
     /// On the first acquire of the process, if 254 other registries are
     /// alive (see [`Registry::new`]): the pools keep their entries in a
-    /// registry of their own.
+    /// registry of their own. The slot is freed again, and the next
+    /// acquire tries once more to create that registry.
     ///
     /// ```
     /// use handle_registry::static_callbacks;
@@ -274,7 +293,7 @@ impl<F: Signature, const N: usize> Pool<F, N> {
             }
         }
         let unreserve = Unreserve(&self.slots[slot]);
-        let handle = REGISTRY.save(Entry::<F> {
+        let handle = registry().save(Entry::<F> {
             callback: Some(callback),
             carrier: PanicCarrier::new(),
         }) as usize;
@@ -427,7 +446,7 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         }
         // Stale (released meanwhile) or Busy (re-entered on this thread):
         // both are answered with the fallback.
-        let mut entry = REGISTRY.restore::<Entry<F>>(handle_ptr(word)).ok()?;
+        let mut entry = created()?.restore::<Entry<F>>(handle_ptr(word)).ok()?;
         let frame = InCall {
             handle: word,
             prev: CALLS.with(Cell::get),
@@ -460,41 +479,52 @@ impl<F: Signature, const N: usize> Pool<F, N> {
     }
 
     /// Unbinds `slot`'s entry `handle` and frees the slot; returns the
-    /// panic caught in its calls, if any. Waits for calls in flight on
-    /// other threads.
+    /// panic caught in its calls, or else the one from the closure's
+    /// `Drop`, if any. Waits for calls in flight on other threads. Never
+    /// unwinds.
     fn release(&self, slot: usize, handle: usize, scoped: bool) -> Option<Box<dyn Any + Send>> {
-        let entry = if in_call(handle) {
-            // This thread is inside one of the closure's calls (the closure
-            // released its own guard): the entry is freed when that call
-            // ends. A scoped closure can never get here: `scope` saved the
-            // entry after entering, and releases it after `body` ended, so
-            // no call of it on this thread can be in progress below either
-            // frame. If it did, returning would let a borrow outlive its
-            // scope.
-            if scoped {
-                std::process::abort();
+        let entry = match created() {
+            // Never: a guard's handle was saved in the registry, which
+            // therefore exists. The slot is freed all the same.
+            None => None,
+            Some(registry) if in_call(handle) => {
+                // This thread is inside one of the closure's calls (the
+                // closure released its own guard): the entry is freed when
+                // that call ends. A scoped closure can never get here:
+                // `scope` saved the entry after entering, and releases it
+                // after `body` ended, so no call of it on this thread can
+                // be in progress below either frame. If it did, returning
+                // would let a borrow outlive its scope.
+                if scoped {
+                    std::process::abort();
+                }
+                let _ = registry.unref(handle_ptr(handle));
+                None
             }
-            let _ = REGISTRY.unref(handle_ptr(handle));
-            None
-        } else {
             // Every borrow of the entry is another thread's call: wait for
             // it. `reclaim`, not `take`: a thread in thread-local teardown
             // may share this thread's owner id, and `take` would answer
             // `Busy` for its call instead of waiting.
             // `Err` only for a stale handle, and only `release` removes
             // entries, once per guard.
-            REGISTRY.reclaim::<Entry<F>>(handle_ptr(handle)).ok()
+            Some(registry) => registry.reclaim::<Entry<F>>(handle_ptr(handle)).ok(),
         };
         // After the handle went stale: a call that still reads it does
         // nothing, and the next owner's handle differs from it.
         self.slots[slot].store(FREE, Ordering::Release);
         let mut entry = entry?;
-        let payload = entry.carrier.take();
+        let mut payload = entry.carrier.take();
         let callback = entry.callback.take();
         drop(entry);
         // Outside the entry's catching `Drop`: a panic from the closure's
-        // `Drop` reaches the Rust code that released it.
-        drop(callback);
+        // `Drop` reaches the Rust code that released it, as a call's panic
+        // does (after it, if both panicked). Caught here rather than let
+        // unwind, because the release may run in a guard dropped by an
+        // unwind, where a second panic would abort; the guard's `Drop`
+        // then drops it as it drops a call's panic.
+        if let Err(dropped) = catch_unwind(AssertUnwindSafe(|| drop(callback))) {
+            crate::panic::keep_first(&mut payload, dropped);
+        }
         payload
     }
 }
@@ -514,7 +544,9 @@ impl<F: Signature, const N: usize> fmt::Debug for Pool<F, N> {
 /// [`fn_ptr`](SlotGuard::fn_ptr) is what C gets. Dropping the guard (or
 /// [`finish`](SlotGuard::finish)) unbinds the closure, waiting for calls in
 /// flight on other threads, frees the slot, and resumes a panic caught in
-/// a call (unless this thread is already panicking).
+/// a call, or else one from the closure's `Drop` (unless this thread is
+/// already panicking: the panic is then dropped, never a double-panic
+/// abort).
 ///
 /// ```
 /// use handle_registry::static_callbacks;
@@ -610,7 +642,8 @@ impl<F: Signature, const N: usize> SlotGuard<F, N> {
     }
 
     /// Unbinds the closure and frees the slot, and returns the panic caught
-    /// in a call as an error, on whatever thread the call ran.
+    /// in a call as an error, on whatever thread the call ran; or else the
+    /// panic from the closure's `Drop`, if it panicked when unbound.
     ///
     /// ```
     /// use handle_registry::{panic::message, static_callbacks};

@@ -320,6 +320,70 @@ fn closure_drop_panic_reaches_the_releasing_rust_code() {
 }
 
 #[test]
+fn closure_drop_panic_while_unwinding_is_dropped_not_an_abort() {
+    crate::static_callbacks! {
+        static UNWINDING: [extern "C" fn(x: u8) -> u8; 1] else 0;
+    }
+    // A guard dropped by the body's panic, then a scope whose body
+    // panics: each releases a closure whose `Drop` panics during that
+    // unwind (a double panic, which would abort the test run).
+    let bomb = PanicOnDrop;
+    let caught = std::panic::catch_unwind(move || {
+        let guard = UNWINDING
+            .acquire(Box::new(move |x| {
+                let _ = &bomb;
+                x
+            }))
+            .unwrap();
+        assert_eq!((guard.fn_ptr())(3), 3);
+        panic!("body");
+    });
+    assert_eq!(message(&*caught.unwrap_err()), Some("body"));
+    assert_eq!(UNWINDING.in_use(), 0);
+    let bomb = PanicOnDrop;
+    let caught = std::panic::catch_unwind(move || {
+        let closure = Box::new(move |x| {
+            let _ = &bomb;
+            x
+        });
+        UNWINDING.scope(closure, |f| {
+            assert_eq!(f(4), 4);
+            panic!("scope body");
+        })
+    });
+    assert_eq!(message(&*caught.unwrap_err()), Some("scope body"));
+    assert_eq!(UNWINDING.in_use(), 0);
+}
+
+#[test]
+fn try_finish_returns_the_closure_drop_panic_after_a_call_panic() {
+    crate::static_callbacks! {
+        static TRY_DROPPY: [extern "C" fn(ok: bool); 1];
+    }
+    let bomb = PanicOnDrop;
+    let guard = TRY_DROPPY
+        .acquire(Box::new(move |_| {
+            let _ = &bomb;
+        }))
+        .unwrap();
+    (guard.fn_ptr())(true);
+    let payload = guard.try_finish().unwrap_err();
+    assert_eq!(message(&*payload), Some("closure dropped"));
+    // Both panicked: the call's panic is the one returned.
+    let bomb = PanicOnDrop;
+    let guard = TRY_DROPPY
+        .acquire(Box::new(move |ok| {
+            let _ = &bomb;
+            assert!(ok, "not ok");
+        }))
+        .unwrap();
+    (guard.fn_ptr())(false);
+    let payload = guard.try_finish().unwrap_err();
+    assert_eq!(message(&*payload), Some("not ok"));
+    assert_eq!(TRY_DROPPY.in_use(), 0);
+}
+
+#[test]
 fn closure_drop_panic_inside_its_own_call_does_not_unwind_into_c() {
     crate::static_callbacks! {
         static DROPPY: [extern "C" fn() -> u8; 1] else 9;
