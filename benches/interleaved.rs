@@ -15,7 +15,10 @@
 //! A second copy of the baseline runs in every round as a control: its
 //! ratio to the first (the A/A ratio) is what this machine's noise alone
 //! gives, and must be 1.00 within its spread for the other figures to be
-//! believed.
+//! believed. The demo library's parse also runs two floors of any lend
+//! (`parses::demo::floor`: a thread-local record with no registry), so
+//! that a lend's ratio can be read against the least a lend can cost on
+//! the machine of the run.
 //!
 //! The same method gives the two-thread scaling figures: one thread and
 //! two threads run the same loop alternately, and each round yields its
@@ -200,7 +203,7 @@ mod per_callback {
 /// The demo library's parse (`common/parses.rs`, as `benches/end_to_end.rs`).
 mod demo {
     use super::*;
-    use crate::parses::demo::{ways, Counts, Input};
+    use crate::parses::demo::{floor, ways, Counts, Input};
 
     pub fn run(rounds: usize) {
         let input = Input::new("il");
@@ -209,6 +212,15 @@ mod demo {
         let direct = || {
             let mut counts = Counts::default();
             input.parse(ways.direct, (&raw mut counts).cast());
+            assert_eq!(black_box(counts.blocks), ITEMS as u64);
+        };
+        // The floors of any lend (see `parses::demo::floor`); any non-null
+        // integer serves as their handle.
+        let floor_ways = floor::ways();
+        let floor_parse = |cbs| {
+            let mut counts = Counts::default();
+            let handle = std::ptr::without_provenance_mut(0x1234_5678);
+            floor::lend(handle, &mut counts, || input.parse(cbs, handle));
             assert_eq!(black_box(counts.blocks), ITEMS as u64);
         };
         compare(
@@ -251,6 +263,12 @@ mod demo {
                         .scope(&mut counts, |p| input.parse(ways.with, p))
                         .unwrap();
                     assert_eq!(black_box(counts.blocks), ITEMS as u64);
+                }),
+                Variant::new("floor: thread-local, one compare", || {
+                    floor_parse(floor_ways.0)
+                }),
+                Variant::new("floor: + busy flag, word check", || {
+                    floor_parse(floor_ways.1)
                 }),
             ],
         );

@@ -104,6 +104,127 @@ pub mod demo {
         }
     }
 
+    /// Reference floors for `lend` and `scope`: what the least a lend
+    /// keyed by a thread-local record costs, with no registry at all.
+    ///
+    /// Every lent callback must find its record from `user_data` alone, so
+    /// it reads a thread-local, compares, and reaches the value through a
+    /// pointer. `one_compare` does only that. `with_word` adds what any
+    /// sound lend needs on top: a busy flag set around the body (a second
+    /// claim is refused while a guard lives) and a compare of a shared,
+    /// line-aligned word (another thread's `unref` must be seen). The
+    /// registry's lent path adds the registry and type checks to the
+    /// second. If a floor itself misses a target, no form of those checks
+    /// can meet it on that machine.
+    pub mod floor {
+        use super::{c_int, c_void, cbs, ffi, Counts};
+        use std::cell::Cell;
+        use std::ptr;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// The word a slot would hold while lent, on a line of its own.
+        #[repr(align(64))]
+        struct Line(AtomicUsize);
+
+        /// `expect` while a body runs: a word `Line` never holds.
+        const BUSY: usize = usize::MAX;
+        const LENT: usize = 0x55;
+
+        /// One active floor lend, in `lend`'s stack frame.
+        struct Record {
+            handle: usize,
+            value: *mut Counts,
+            word: *const AtomicUsize,
+            expect: Cell<usize>,
+        }
+
+        thread_local! {
+            static TOP: Cell<*const Record> = const { Cell::new(ptr::null()) };
+        }
+
+        /// The active record, if `user_data` is its handle.
+        #[inline(always)]
+        fn record(user_data: *mut c_void) -> Option<&'static Record> {
+            let top = TOP.try_with(Cell::get).unwrap_or(ptr::null());
+            // SAFETY: a non-null `TOP` is the record of a `lend` frame
+            // still running on this thread: `lend` clears it before that
+            // frame ends, also on unwind. The `'static` never leaves the
+            // callback that asked.
+            let record = unsafe { top.as_ref() }?;
+            (record.handle == user_data as usize).then_some(record)
+        }
+
+        #[inline(always)]
+        fn one_compare(user_data: *mut c_void, f: impl FnOnce(&mut Counts)) {
+            if let Some(record) = record(user_data) {
+                // SAFETY: `lend` holds the `&mut Counts` for the whole C
+                // call, and the demo library makes one callback at a time
+                // and never re-enters, so this is the only reference.
+                f(unsafe { &mut *record.value })
+            }
+        }
+
+        #[inline(always)]
+        fn with_word(user_data: *mut c_void, f: impl FnOnce(&mut Counts)) {
+            if let Some(record) = record(user_data) {
+                // SAFETY: `word` is `lend`'s `Line`, alive while `TOP` is.
+                let word = unsafe { &*record.word };
+                if word.load(Ordering::Relaxed) == record.expect.get() {
+                    record.expect.set(BUSY);
+                    // SAFETY: as in `one_compare`; and the busy flag
+                    // refuses any re-entrant claim while `f` runs.
+                    f(unsafe { &mut *record.value });
+                    record.expect.set(LENT);
+                }
+            }
+        }
+
+        unsafe extern "C" fn one_compare_start(user_data: *mut c_void, depth: c_int) {
+            one_compare(user_data, |c| c.start(depth))
+        }
+        unsafe extern "C" fn one_compare_end(user_data: *mut c_void, open: c_int, close: c_int) {
+            one_compare(user_data, |c| c.end(open, close))
+        }
+        unsafe extern "C" fn with_word_start(user_data: *mut c_void, depth: c_int) {
+            with_word(user_data, |c| c.start(depth))
+        }
+        unsafe extern "C" fn with_word_end(user_data: *mut c_void, open: c_int, close: c_int) {
+            with_word(user_data, |c| c.end(open, close))
+        }
+
+        /// The callbacks of the two floors: one compare, and with the word.
+        pub fn ways() -> (ffi::Callbacks, ffi::Callbacks) {
+            (
+                cbs(one_compare_start, one_compare_end),
+                cbs(with_word_start, with_word_end),
+            )
+        }
+
+        /// Runs `f` with `counts` lent under the handle `user_data`.
+        pub fn lend(user_data: *mut c_void, counts: &mut Counts, f: impl FnOnce()) {
+            /// Clears `TOP` however `f` ends.
+            struct Pop;
+            impl Drop for Pop {
+                fn drop(&mut self) {
+                    TOP.with(|top| top.set(ptr::null()));
+                }
+            }
+            let line = Box::new(Line(AtomicUsize::new(LENT)));
+            let record = Record {
+                handle: user_data as usize,
+                value: counts,
+                word: &line.0,
+                expect: Cell::new(LENT),
+            };
+            TOP.with(|top| {
+                assert!(top.get().is_null(), "floor lends do not nest");
+                top.set(&record)
+            });
+            let _pop = Pop;
+            f();
+        }
+    }
+
     /// The input file, in a directory of its own, removed on drop.
     pub struct Input {
         dir: PathBuf,
