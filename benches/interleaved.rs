@@ -32,7 +32,8 @@
 //! gives for that much work per operation, not a line the registry shares.
 //!
 //! `cargo bench --bench interleaved` (one callback through the demo
-//! library's tight C loop, then its parse, then the thread scaling), plus
+//! library's tight C loop, then its parse, then `restore` as the registry
+//! fills, then the thread scaling), plus
 //! `--features bench-expat` for expat (system libexpat, Debian's
 //! `libexpat1-dev`). `ROUNDS=n` sets the number of rounds (default 100;
 //! the thread rounds are half as many).
@@ -338,6 +339,48 @@ mod expat {
     }
 }
 
+/// `restore` of one handle as the registry fills: the same loop on a
+/// registry with 1, 1000 and 10⁶ live handles, alternated round by round
+/// (criterion's `live-handles` group measures them one after the other,
+/// and on a drifting machine the drift lands in their ratio).
+mod live_handles {
+    use super::*;
+    use std::ffi::c_void;
+
+    /// Restores per sample.
+    const RESTORES: usize = 200_000;
+
+    /// A private registry holding `live` values, and its middle handle.
+    fn filled(live: usize) -> (Registry, Vec<*mut c_void>) {
+        let r = Registry::new();
+        let handles = (0..live).map(|i| r.save(i as u64)).collect();
+        (r, handles)
+    }
+
+    fn restores(r: &Registry, p: *mut c_void) {
+        for _ in 0..RESTORES {
+            *r.restore::<u64>(black_box(p)).unwrap() += 1;
+        }
+    }
+
+    pub fn run(rounds: usize) {
+        let filled = [1, 1_000, 1_000_000].map(filled);
+        let [one, thousand, million] = filled.each_ref().map(|(r, h)| (r, h[h.len() / 2]));
+        compare_per(
+            "restore as the registry fills (private registries)",
+            rounds,
+            RESTORES,
+            "restores per sample",
+            vec![
+                Variant::new("1 live handle", || restores(one.0, one.1)),
+                Variant::new("1 live handle (A/A control)", || restores(one.0, one.1)),
+                Variant::new("1000 live handles", || restores(thousand.0, thousand.1)),
+                Variant::new("10^6 live handles", || restores(million.0, million.1)),
+            ],
+        );
+    }
+}
+
 /// Two threads against one: aggregate throughput of the same loop on one
 /// thread and on two, alternated round by round, each round's scaling
 /// `2 × t(1 thread) ÷ t(2 threads)` (each thread doing the same count).
@@ -544,5 +587,6 @@ fn main() {
     demo::run(rounds);
     #[cfg(feature = "bench-expat")]
     expat::run(rounds);
+    live_handles::run(rounds);
     threads::run(rounds.div_ceil(2));
 }
