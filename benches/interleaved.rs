@@ -351,10 +351,11 @@ mod live_handles {
     const RESTORES: usize = 200_000;
 
     /// A private registry holding `live` values, and its middle handle.
-    fn filled(live: usize) -> (Registry, Vec<*mut c_void>) {
+    fn filled(live: usize) -> (Registry, *mut c_void) {
         let r = Registry::new();
-        let handles = (0..live).map(|i| r.save(i as u64)).collect();
-        (r, handles)
+        let handles: Vec<_> = (0..live).map(|i| r.save(i as u64)).collect();
+        let middle = handles[live / 2];
+        (r, middle)
     }
 
     fn restores(r: &Registry, p: *mut c_void) {
@@ -364,18 +365,17 @@ mod live_handles {
     }
 
     pub fn run(rounds: usize) {
-        let filled = [1, 1_000, 1_000_000].map(filled);
-        let [one, thousand, million] = filled.each_ref().map(|(r, h)| (r, h[h.len() / 2]));
+        let [one, thousand, million] = [1, 1_000, 1_000_000].map(filled);
         compare_per(
             "restore as the registry fills (private registries)",
             rounds,
             RESTORES,
             "restores per sample",
             vec![
-                Variant::new("1 live handle", || restores(one.0, one.1)),
-                Variant::new("1 live handle (A/A control)", || restores(one.0, one.1)),
-                Variant::new("1000 live handles", || restores(thousand.0, thousand.1)),
-                Variant::new("10^6 live handles", || restores(million.0, million.1)),
+                Variant::new("1 live handle", || restores(&one.0, one.1)),
+                Variant::new("1 live handle (A/A control)", || restores(&one.0, one.1)),
+                Variant::new("1000 live handles", || restores(&thousand.0, thousand.1)),
+                Variant::new("10^6 live handles", || restores(&million.0, million.1)),
             ],
         );
     }
