@@ -5,9 +5,13 @@
 //! restored `HOT` times in a row on one thread). Each value checks that no
 //! two `&mut` to it are alive at once and counts its drops.
 //!
-//! Pure Rust: these run under Miri too (counts scaled down there). Tests
-//! that use the global registry hold `GLOBAL_LOCK`, so that one test's
-//! handles are not another's forged integers.
+//! Pure Rust: these run under Miri too (counts scaled down there). Every
+//! test holds `GLOBAL_LOCK`: so that one test's global handles are not
+//! another's forged integers, and so that no registry is created or
+//! dropped while a test compares two answers for one forged integer
+//! (whether its registry id names a live registry decides between
+//! `WrongRegistry` and `Invalid`, so a registry coming or going between
+//! the two calls made them differ: CI, 2026-11-28).
 
 use handle_registry::{restore, restore_with, save, take, unref, Error, Registry};
 use std::ffi::c_void;
@@ -114,6 +118,7 @@ fn forged_set(h: usize) -> Vec<usize> {
 
 #[test]
 fn forged_integers_private_registry() {
+    let _l = lock();
     let r = Registry::new();
     let (h, d) = saved_probe(&r);
     let _others: Vec<_> = (0..5).map(|i| r.save(Other(i))).collect();
@@ -722,6 +727,7 @@ fn stress_unref_race_hot() {
 
 #[test]
 fn local_scope_and_handle_kinds() {
+    let _l = lock();
     let r = Registry::new();
     let l = r.save_local(std::rc::Rc::new(5u8));
     let _ = agree::<Probe>(&r, l);
@@ -838,6 +844,7 @@ fn hot_vs_shared_readers_and_retain() {
 
 #[test]
 fn failure_log_counts_match() {
+    let _l = lock();
     let r = Registry::new();
     let h = r.save(5u32);
     let r2 = Registry::new();
