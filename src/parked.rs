@@ -113,13 +113,23 @@
 //!
 //! Step 2 starts from the handle: its registry id, its index, the slot of
 //! that index, this thread's parking id and the parked word they make.
-//! For the global registry (whose slots never move) the thread keeps the
-//! result for the last handle it entered parked, in [`Parking`], and a
-//! `restore` of that handle skips straight to step 2's store. The cache
-//! is only a shortcut to the same slot and word: it is set from the
-//! values step 2 just used, with the thread's current parking id, and
-//! cleared whenever that id changes ([`enable`], [`disable`]) or an enter
-//! through it fails; the word loaded after the barrier still decides.
+//! The thread keeps the result for the last handle it entered parked, in
+//! [`Parking`] (or [`PrivateHot`], below), and a `restore` of that handle
+//! skips straight to step 2's store. The cache is only a shortcut to the same slot and word: it is
+//! set from the values step 2 just used, with the thread's current
+//! parking id, and cleared whenever that id changes ([`enable`],
+//! [`disable`]) or an enter through it fails; the word loaded after the
+//! barrier still decides.
+//!
+//! It has two entries: one for the global registry, a `static` whose
+//! slots never move, and one for the last handle of any other registry.
+//! A registry's slots stay put only while it lives, and a dropped
+//! registry's id is reused, and its address may be; so the second entry
+//! also holds the registry's serial, a number no other registry of the
+//! process has, and only the registry with that serial reads the entry's
+//! slot (`Registry::hot_private`). Two entries, not one tied to a serial,
+//! so that the free functions compare the handle alone, as before other
+//! registries had one.
 //!
 //! # When the barrier is refused
 //!
@@ -198,6 +208,15 @@ thread_locals! {
     static USED: Cell<u8> = const { Cell::new(0) };
     /// The slot of this thread's last real borrow, and how many in a row.
     static STREAK_OF: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+    /// This thread's hot handle of registries other than the global one.
+    static PRIVATE_HOT: PrivateHot = const {
+        PrivateHot {
+            handle: Cell::new(0),
+            serial: Cell::new(0),
+            slot: Cell::new(ptr::null()),
+            word: Cell::new(0),
+        }
+    };
 }
 
 /// A thread's parking state.
@@ -212,6 +231,18 @@ struct Parking {
     hot_word: Cell<usize>,
 }
 
+/// A thread's hot handle of registries other than the global one: the
+/// last such handle it entered parked, with its registry's serial (see
+/// `Registry::hot_private`), a serial of 0 when none; its slot; the
+/// parked word. A thread-local of its own, so that [`Parking`], which the
+/// global registry's path reads, is as it was.
+struct PrivateHot {
+    handle: Cell<usize>,
+    serial: Cell<u64>,
+    slot: Cell<*const Slot>,
+    word: Cell<usize>,
+}
+
 /// The slot and parked word of `handle` if it is this thread's hot handle.
 #[inline(always)]
 pub(crate) fn hot(handle: usize) -> Option<(*const Slot, usize)> {
@@ -224,16 +255,53 @@ pub(crate) fn hot(handle: usize) -> Option<(*const Slot, usize)> {
         .flatten()
 }
 
-/// Makes `handle` this thread's hot handle: `slot` is the global
-/// registry's slot of its index, and `word` the parked word of its
-/// generation and this thread's parking id, which step 2 just entered.
+/// The slot and parked word of `handle` if it is this thread's hot handle
+/// of the registry whose serial is `serial`, any registry but the global
+/// one (whose serial, 0, is that of a cleared entry).
+#[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
+#[inline(always)]
+pub(crate) fn hot_private(handle: usize, serial: u64) -> Option<(*const Slot, usize)> {
+    PRIVATE_HOT
+        .try_with(|p| {
+            // `handle` may be anything C passed: only a set entry, whose
+            // serial is the registry's, holds a handle it issued.
+            (p.handle.get() == handle && p.serial.get() == serial)
+                .then(|| (p.slot.get(), p.word.get()))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Makes `handle` this thread's hot handle of the registry whose serial
+/// is `serial`, neither 0 (a cleared entry) nor [`NO_SERIAL`], any
+/// registry but the global one: `slot` is that registry's slot of its
+/// index, and `word` as for [`set_hot`].
+#[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
+#[inline(always)]
+pub(crate) fn set_hot_private(handle: usize, serial: u64, slot: &Slot, word: usize) {
+    debug_assert!(
+        serial != 0 && serial != NO_SERIAL,
+        "serial {serial} has no hot handle"
+    );
+    let _ = PRIVATE_HOT.try_with(|p| {
+        p.handle.set(handle);
+        p.serial.set(serial);
+        p.slot.set(slot);
+        p.word.set(word);
+    });
+}
+
+/// The serial of a registry created after every other serial was handed
+/// out, more registries than a process can create: it has no hot handle.
+pub(crate) const NO_SERIAL: u64 = u64::MAX;
+
+/// Makes `handle` this thread's hot handle of the global registry: `slot`
+/// is the global registry's slot of its index, and `word` the parked word
+/// of its generation and this thread's parking id, which step 2 just
+/// entered.
 #[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
 #[inline(always)]
 pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
-    debug_assert!(
-        word & crate::slot::PARKED != 0,
-        "a hot handle's word is parked"
-    );
     let _ = PARKING.try_with(|p| {
         p.hot.set(handle);
         p.hot_slot.set(slot);
@@ -241,11 +309,12 @@ pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
     });
 }
 
-/// Forgets this thread's hot handle.
+/// Forgets this thread's hot handles.
 #[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
 #[cold]
 pub(crate) fn clear_hot() {
     let _ = PARKING.try_with(|p| p.hot.set(0));
+    let _ = PRIVATE_HOT.try_with(|p| p.serial.set(0));
 }
 
 /// Lets this thread park, if parking is supported, now that it holds owner
@@ -256,6 +325,7 @@ pub(crate) fn enable(id: usize) {
             p.hot.set(0);
             p.id.set(id);
         });
+        let _ = PRIVATE_HOT.try_with(|p| p.serial.set(0));
     }
 }
 
@@ -267,6 +337,7 @@ pub(crate) fn disable() -> bool {
         p.id.set(0);
         p.hot.set(0);
     });
+    let _ = PRIVATE_HOT.try_with(|p| p.serial.set(0));
     USED.try_with(Cell::get).unwrap_or(0) != 0
 }
 

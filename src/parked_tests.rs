@@ -492,3 +492,152 @@ fn a_thread_that_stops_parking_forgets_its_hot_handle() {
     .join()
     .unwrap();
 }
+
+// The hot handle of a registry other than the global one: a second entry,
+// tied to the registry's serial (see `Registry::hot`).
+// Loom builds have no hot handle.
+#[cfg(not(all(loom, test)))]
+mod private_hot {
+    use super::*;
+
+    /// `p`, saved in `r` and restored until parked, then once more, which
+    /// makes it the thread's hot handle of `r`.
+    fn make_private_hot(r: &Registry, p: *mut c_void) {
+        park(r, p);
+        r.restore::<Counted>(p).unwrap().0 += 1;
+        assert!(r.hot_private(p).is_some(), "not hot");
+    }
+
+    #[test]
+    fn a_private_registrys_hot_handle_keeps_every_check() {
+        if !parks() {
+            return;
+        }
+        let r = Registry::new();
+        let (p, drops) = counted(&r);
+        make_private_hot(&r, p);
+        let word = r.word(p);
+        for _ in 0..10 {
+            r.restore::<Counted>(p).unwrap().0 += 1;
+        }
+        assert_eq!(r.word(p), word, "entered without touching the word");
+        assert!(r.hot_private(p).is_some());
+        // The global registry's entry is apart, and this one is not its.
+        assert!(crate::parked::hot(p.addr()).is_none());
+        assert!(Registry::global().hot(p).is_none());
+        assert_eq!(
+            crate::restore::<Counted>(p).err(),
+            Some(Error::WrongRegistry)
+        );
+        let guard = r.restore::<Counted>(p).unwrap();
+        assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
+        drop(guard);
+        assert!(matches!(r.restore::<u8>(p), Err(Error::WrongType { .. })));
+        assert!(r.hot_private(p).is_none(), "a refused enter forgets it");
+        assert_eq!(r.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 11);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
+    }
+
+    #[test]
+    fn a_private_and_the_global_hot_handle_are_kept_side_by_side() {
+        let Some((g, _)) = hot_value() else {
+            return;
+        };
+        let r = Registry::new();
+        let (p, _) = counted(&r);
+        make_private_hot(&r, p);
+        assert!(
+            crate::parked::hot(g.addr()).is_some(),
+            "the global entry stays"
+        );
+        for _ in 0..3 {
+            crate::restore::<Counted>(g).unwrap().0 += 1;
+            r.restore::<Counted>(p).unwrap().0 += 1;
+        }
+        assert!(Registry::global().hot(g).is_some() && r.hot_private(p).is_some());
+        assert_eq!(crate::take::<Counted>(g).unwrap().0, u64::from(STREAK) + 4);
+        assert_eq!(r.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 4);
+    }
+
+    #[test]
+    fn a_stolen_private_hot_handle_is_restored_by_the_slow_path_and_forgotten() {
+        if !parks() {
+            return;
+        }
+        let r = Arc::new(Registry::new());
+        let (p, drops) = counted(&r);
+        make_private_hot(&r, p);
+        let (r2, h) = (r.clone(), p.addr());
+        std::thread::spawn(move || r2.restore::<Counted>(ptr(h)).unwrap().0 += 100)
+            .join()
+            .unwrap();
+        assert_eq!(r.restore::<Counted>(p).unwrap().0, u64::from(STREAK) + 101);
+        assert!(r.hot_private(p).is_none());
+        r.unref(p).unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_hot_handle_of_another_registry_is_never_this_ones() {
+        if !parks() {
+            return;
+        }
+        let a = Registry::new();
+        let b = Registry::new();
+        let (p, _) = counted(&a);
+        make_private_hot(&a, p);
+        assert!(b.hot_private(p).is_none());
+        assert_eq!(b.restore::<Counted>(p).err(), Some(Error::WrongRegistry));
+        assert!(a.hot_private(p).is_some(), "b's refusal leaves a's entry");
+        assert_eq!(a.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 1);
+    }
+
+    /// The case the serial exists for: a registry dropped while its handle is
+    /// this thread's hot handle, then a registry with its id (and, boxed in
+    /// the same size, likely its address) given the old handle. Its pages are
+    /// freed: a match would read freed memory, which Miri reports.
+    #[test]
+    fn a_dropped_registrys_hot_handle_matches_no_later_registry() {
+        if !parks() {
+            return;
+        }
+        for _ in 0..3 {
+            let old = Box::new(Registry::new());
+            let (p, drops) = counted(&old);
+            make_private_hot(&old, p);
+            drop(old);
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+            let new = Box::new(Registry::new());
+            assert!(new.hot_private(p).is_none());
+            // `Stale` when `new` reuses the id (other tests create registries
+            // meanwhile, so it may not), `WrongRegistry` or `Invalid` if not.
+            assert!(new.restore::<Counted>(p).is_err());
+            assert!(new.restore_with(p, |_: &mut Counted| ()).is_err());
+            let (q, _) = counted(&new);
+            make_private_hot(&new, q);
+            assert_eq!(new.take::<Counted>(q).unwrap().0, u64::from(STREAK) + 1);
+        }
+    }
+
+    #[test]
+    fn a_thread_that_stops_parking_forgets_its_private_hot_handle() {
+        std::thread::spawn(|| {
+            if !parks() {
+                return;
+            }
+            let r = Registry::new();
+            let (p, _) = counted(&r);
+            make_private_hot(&r, p);
+            let id = crate::parked::parking_id().unwrap();
+            assert!(!crate::parked::disable(), "inside no parked borrow");
+            assert!(r.hot_private(p).is_none());
+            crate::parked::enable(id);
+            assert!(r.hot_private(p).is_none());
+            r.restore::<Counted>(p).unwrap().0 += 1;
+            r.unref(p).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+}

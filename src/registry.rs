@@ -82,6 +82,14 @@ pub struct Registry {
     id: u32,
     /// The generation new slots start at (non-zero for a reused id).
     base: u32,
+    /// This registry's number among every registry the process has
+    /// created, never reused (ids are): what a thread's hot handle of a
+    /// registry other than the global one is tied to (see
+    /// [`hot_private`](Registry::hot_private)). 0 for the global registry, which has an
+    /// entry of its own; [`parked::NO_SERIAL`], no hot handle, for a
+    /// registry created after 2⁶⁴ − 2 others.
+    #[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
+    serial: u64,
     pages: Pages,
     free: FreeList,
     /// Serialises parking, see protocol step 2.
@@ -100,11 +108,15 @@ pub struct Registry {
 struct IdPool {
     free: Vec<(u32, u32)>,
     next: u32,
+    /// The next [`serial`](Registry::serial) to hand out; `NO_SERIAL`
+    /// once all are.
+    next_serial: u64,
 }
 
 static IDS: unmodelled::Mutex<IdPool> = unmodelled::Mutex::new(IdPool {
     free: Vec::new(),
     next: GLOBAL_ID + 1,
+    next_serial: 1,
 });
 
 /// Which registry ids are live, one bit each, so that a handle naming no
@@ -144,10 +156,14 @@ enum Mode {
 }
 
 #[cfg(not(all(loom, test)))]
-static GLOBAL: Registry =
-    Registry::with_pages(GLOBAL_ID, 0, Pages::with_static_first(&GLOBAL_FIRST_PAGE));
+static GLOBAL: Registry = Registry::with_pages(
+    GLOBAL_ID,
+    0,
+    0,
+    Pages::with_static_first(&GLOBAL_FIRST_PAGE),
+);
 #[cfg(all(loom, test))]
-static GLOBAL: Registry = Registry::with_id(GLOBAL_ID, 0);
+static GLOBAL: Registry = Registry::with_pages(GLOBAL_ID, 0, 0, Pages::new());
 
 /// The global registry's first page (see [`Registry::slot`]).
 #[cfg(not(all(loom, test)))]
@@ -212,18 +228,21 @@ impl Registry {
         // dead (the tests rely on it to tell `Invalid` from
         // `WrongRegistry` while other tests create registries).
         set_live(id, true);
+        // Past the last serial, `NO_SERIAL` for good: more registries than
+        // a process can create, but a wrap must not reuse a serial.
+        let serial = pool.next_serial;
+        if serial != parked::NO_SERIAL {
+            pool.next_serial += 1;
+        }
         drop(pool);
-        Ok(Registry::with_id(id, base))
+        Ok(Registry::with_pages(id, base, serial, Pages::new()))
     }
 
-    const fn with_id(id: u32, base: u32) -> Registry {
-        Registry::with_pages(id, base, Pages::new())
-    }
-
-    const fn with_pages(id: u32, base: u32, pages: Pages) -> Registry {
+    const fn with_pages(id: u32, base: u32, serial: u64, pages: Pages) -> Registry {
         Registry {
             id,
             base,
+            serial,
             pages,
             free: FreeList::new(),
             wait_lock: Mutex::new(()),
@@ -575,22 +594,86 @@ impl Registry {
         }
     }
 
-    /// The slot and parked word of this thread's hot handle (see
-    /// [`parked`], "The hot handle"), if this is the global registry and
-    /// `ptr` is that handle.
+    /// The slot and parked word of this thread's hot handle of the global
+    /// registry (see [`parked`], "The hot handle"), if this is the global
+    /// registry and `ptr` is that handle. Other registries have
+    /// [`hot_private`](Registry::hot_private).
     #[cfg(not(all(loom, test)))]
     #[inline(always)]
     pub(crate) fn hot(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
         if self.is_global() {
             if let Some((slot, word)) = parked::hot(ptr.addr()) {
-                // SAFETY: a hot slot is the global registry's slot of the
-                // hot handle's index: only `borrow_fast`'s `set_hot`, on
-                // the global registry, sets one. That registry is a
-                // `static`, and its slots are never freed or moved.
+                // SAFETY: a slot of the global entry is the global
+                // registry's slot of the hot handle's index: only
+                // `set_hot`, on the global registry, sets that entry. That
+                // registry is a `static`, and its slots are never freed or
+                // moved.
                 return Some((unsafe { &*slot }, word));
             }
         }
         None
+    }
+
+    /// The slot and parked word of this thread's hot handle of this
+    /// registry, any registry but the global one, if `ptr` is that handle.
+    ///
+    /// Those registries share a second entry, tied to the registry's
+    /// `serial` as well as to the handle: ids and even addresses are
+    /// reused after a registry is dropped, serials never are, so an entry
+    /// left by a dropped registry matches no live one.
+    ///
+    /// Apart from [`hot`](Registry::hot), and read after the handle is
+    /// split rather than beside the global entry: with one lookup for both
+    /// entries, the compiler merged their tests, and the free functions'
+    /// `restore` took 5 more instructions for the global entry alone
+    /// (BENCHMARKS.md, "A hot handle for every registry").
+    #[cfg(not(all(loom, test)))]
+    #[inline(always)]
+    pub(crate) fn hot_private(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
+        if let Some((slot, word)) = parked::hot_private(ptr.addr(), self.serial) {
+            // SAFETY: a slot of this entry is a slot of the registry whose
+            // serial the entry holds, at the hot handle's index: only
+            // `set_hot` sets the entry, with the slot `borrow_fast` found
+            // from that registry's pages and that registry's serial. No
+            // other registry of the process has had or will have that
+            // serial: a cleared entry's serial is 0, the global registry's
+            // (which never reads this entry), and `NO_SERIAL`, which
+            // registries past the last serial share, is never set. So the
+            // slot is this registry's, which `&self` keeps alive, and whose
+            // slots never move or are freed while it lives (`pages`).
+            return Some((unsafe { &*slot }, word));
+        }
+        None
+    }
+
+    /// Step 2 through a hot handle: enters `slot` with `word`, or forgets
+    /// the thread's hot handles.
+    #[cfg(not(all(loom, test)))]
+    #[inline(always)]
+    fn enter_through_hot<'a, T: Any + Send>(
+        &'a self,
+        slot: &'a Slot,
+        word: usize,
+    ) -> Option<(&'a Slot, usize)> {
+        let entered = self.enter_parked::<T>(slot, word);
+        if entered.is_none() {
+            parked::clear_hot();
+        }
+        entered
+    }
+
+    /// Makes `ptr` this thread's hot handle of this registry (see
+    /// [`hot`](Registry::hot) and [`hot_private`](Registry::hot_private)): `slot` is this registry's slot of its
+    /// index and `word` the parked word step 2 just entered.
+    #[cfg(not(all(loom, test)))]
+    #[inline(always)]
+    fn set_hot(&self, ptr: *mut c_void, slot: &Slot, word: usize) {
+        debug_assert!(word & slot::PARKED != 0, "a hot handle's word is parked");
+        if self.is_global() {
+            parked::set_hot(ptr.addr(), slot, word);
+        } else if self.serial != parked::NO_SERIAL {
+            parked::set_hot_private(ptr.addr(), self.serial, slot, word);
+        }
     }
 
     /// The common cases of an exclusive borrow, kept free of calls so that
@@ -604,13 +687,16 @@ impl Registry {
     fn borrow_fast<T: Any + Send>(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
         #[cfg(not(all(loom, test)))]
         if let Some((slot, word)) = self.hot(ptr) {
-            let entered = self.enter_parked::<T>(slot, word);
-            if entered.is_none() {
-                parked::clear_hot();
-            }
-            return entered;
+            return self.enter_through_hot::<T>(slot, word);
         }
         let (index, generation) = LAYOUT.split_for(ptr.addr(), self.id)?;
+        // Here, not beside the global entry's test: see `hot_private`.
+        #[cfg(not(all(loom, test)))]
+        if !self.is_global() {
+            if let Some((slot, word)) = self.hot_private(ptr) {
+                return self.enter_through_hot::<T>(slot, word);
+            }
+        }
         let slot = self.slot(index)?;
         let parking = parked::parking_id();
         let id = match parking {
@@ -625,8 +711,8 @@ impl Registry {
             if slot.state.load(Ordering::Relaxed) == word {
                 let entered = self.enter_parked::<T>(slot, word);
                 #[cfg(not(all(loom, test)))]
-                if entered.is_some() && self.is_global() {
-                    parked::set_hot(ptr.addr(), slot, word);
+                if entered.is_some() {
+                    self.set_hot(ptr, slot, word);
                 }
                 return entered;
             }

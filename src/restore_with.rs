@@ -112,7 +112,7 @@ impl Registry {
             return Hot::No;
         };
         // Never taken: a hot handle's word is always a parked word (see
-        // `parked::set_hot`). Said here so that the compiler knows it, and
+        // `Registry::set_hot`). Said here so that the compiler knows it, and
         // the guard's drop, inlined below, loses its test of `PARKED` and
         // the jump it cost on every callback (BENCHMARKS.md, Q13).
         if word & crate::slot::PARKED == 0 {
