@@ -4,8 +4,9 @@
 # (instructions with N callbacks - instructions with none) / N.
 #
 # Usage: bash benches/instructions.sh [N]   (default 1000000)
-# The last figure, `save_unref`, is one `save` plus one `unref` per
-# iteration, with no C loop.
+# `save_unref` is one `save` plus one `unref` per iteration, with no C
+# loop; `private_restore` and `private_in_turn` are one `restore` of a
+# private registry's handle per iteration, with no C loop either.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
@@ -35,4 +36,9 @@ echo "| no callback | instructions per iteration |"
 echo "|---|---|"
 echo "| save_unref (\`save\` + \`unref\` of a u64, global registry) | $(per save_unref) |"
 echo "| box_unbox (\`Box::into_raw(Box::new(u64))\` + \`Box::from_raw\`) | $(per box_unbox) |"
+echo
+echo "| private registry, no callback | instructions per restore |"
+echo "|---|---|"
+echo "| private_restore (one handle restored over and over: parked, hot) | $(per private_restore) |"
+echo "| private_in_turn (two handles in turn: never parked) | $(per private_in_turn) |"
 

@@ -339,10 +339,16 @@ mod expat {
     }
 }
 
-/// `restore` of one handle as the registry fills: the same loop on a
-/// registry with 1, 1000 and 10⁶ live handles, alternated round by round
-/// (criterion's `live-handles` group measures them one after the other,
-/// and on a drifting machine the drift lands in their ratio).
+/// `restore` as the registry fills: the same loop on a registry with 1,
+/// 1000 and 10⁶ live handles, alternated round by round (criterion's
+/// `live-handles` group measures them one after the other, and on a
+/// drifting machine the drift lands in their ratio).
+///
+/// Twice: one handle restored over and over, as one object's callbacks
+/// are, which parks it and makes it the thread's hot handle, so that its
+/// index no longer matters; and two handles in turn, as two objects'
+/// interleaved callbacks are, which never park, so that every restore
+/// finds its slot from the index (`src/pages.rs`, `locate`).
 mod live_handles {
     use super::*;
     use std::ffi::c_void;
@@ -350,11 +356,12 @@ mod live_handles {
     /// Restores per sample.
     const RESTORES: usize = 200_000;
 
-    /// A private registry holding `live` values, and its middle handle.
-    fn filled(live: usize) -> (Registry, *mut c_void) {
+    /// A private registry holding `live` values, and its two middle
+    /// handles (one, twice, when `live` is 1).
+    fn filled(live: usize) -> (Registry, [*mut c_void; 2]) {
         let r = Registry::new();
         let handles: Vec<_> = (0..live).map(|i| r.save(i as u64)).collect();
-        let middle = handles[live / 2];
+        let middle = [handles[(live - 1) / 2], handles[live / 2]];
         (r, middle)
     }
 
@@ -364,18 +371,37 @@ mod live_handles {
         }
     }
 
+    fn in_turn(r: &Registry, [p, q]: [*mut c_void; 2]) {
+        for _ in 0..RESTORES / 2 {
+            *r.restore::<u64>(black_box(p)).unwrap() += 1;
+            *r.restore::<u64>(black_box(q)).unwrap() += 1;
+        }
+    }
+
     pub fn run(rounds: usize) {
-        let [one, thousand, million] = [1, 1_000, 1_000_000].map(filled);
+        let [one, two, thousand, million] = [1, 2, 1_000, 1_000_000].map(filled);
         compare_per(
             "restore as the registry fills (private registries)",
             rounds,
             RESTORES,
             "restores per sample",
             vec![
-                Variant::new("1 live handle", || restores(&one.0, one.1)),
-                Variant::new("1 live handle (A/A control)", || restores(&one.0, one.1)),
-                Variant::new("1000 live handles", || restores(&thousand.0, thousand.1)),
-                Variant::new("10^6 live handles", || restores(&million.0, million.1)),
+                Variant::new("1 live handle", || restores(&one.0, one.1[0])),
+                Variant::new("1 live handle (A/A control)", || restores(&one.0, one.1[0])),
+                Variant::new("1000 live handles", || restores(&thousand.0, thousand.1[1])),
+                Variant::new("10^6 live handles", || restores(&million.0, million.1[1])),
+            ],
+        );
+        compare_per(
+            "two handles in turn as the registry fills (private registries)",
+            rounds,
+            RESTORES,
+            "restores per sample",
+            vec![
+                Variant::new("2 live handles", || in_turn(&two.0, two.1)),
+                Variant::new("2 live handles (A/A control)", || in_turn(&two.0, two.1)),
+                Variant::new("1000 live handles", || in_turn(&thousand.0, thousand.1)),
+                Variant::new("10^6 live handles", || in_turn(&million.0, million.1)),
             ],
         );
     }

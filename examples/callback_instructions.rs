@@ -9,7 +9,11 @@
 //! `visitor`, or `save_unref`
 //! (no callback: N times `save` of a `u64` then `unref` of it, on the
 //! global registry) and its baseline `box_unbox` (`Box::into_raw` of a
-//! new `Box<u64>`, then `Box::from_raw` and drop).
+//! new `Box<u64>`, then `Box::from_raw` and drop); or, with no C loop
+//! either, `private_restore` (N restores of one handle of a private
+//! registry holding 1000 values, parked and this thread's hot handle after
+//! a warm-up) or `private_in_turn` (N restores of two of its handles in
+//! turn, which never park).
 
 use handle_registry::demo::traverse::repeat_start;
 use handle_registry::{demo::ffi, Registry};
@@ -24,7 +28,7 @@ fn main() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
             eprintln!(
-                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox N"
+                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox|private_restore|private_in_turn N"
             );
             std::process::exit(2);
         }
@@ -86,6 +90,29 @@ fn main() {
                 sum += i;
             }
             sum
+        }
+        "private_restore" | "private_in_turn" => {
+            let r = Registry::new();
+            let handles: Vec<_> = (0..1000).map(|_| r.save(0i64)).collect();
+            let (p, q) = (handles[499], handles[500]);
+            if kind == "private_restore" {
+                // The same for N and for none: enough restores of `p` in a
+                // row that it parks and is this thread's hot handle.
+                for _ in 0..5000 {
+                    *r.restore::<i64>(std::hint::black_box(p)).unwrap() += 0;
+                }
+                for i in 0..n {
+                    *r.restore::<i64>(std::hint::black_box(p)).unwrap() += i;
+                }
+            } else {
+                for i in (0..n).step_by(2) {
+                    *r.restore::<i64>(std::hint::black_box(q)).unwrap() += i;
+                    if i + 1 < n {
+                        *r.restore::<i64>(std::hint::black_box(p)).unwrap() += i + 1;
+                    }
+                }
+            }
+            handles.into_iter().map(|h| r.take::<i64>(h).unwrap()).sum()
         }
         other => {
             eprintln!("unknown kind {other}");
