@@ -115,11 +115,14 @@
 //! that index, this thread's parking id and the parked word they make.
 //! The thread keeps the result for the last handle it entered parked, in
 //! [`Parking`] (or [`PrivateHot`], below), and a `restore` of that handle
-//! skips straight to step 2's store. The cache is only a shortcut to the same slot and word: it is
-//! set from the values step 2 just used, with the thread's current
-//! parking id, and cleared whenever that id changes ([`enable`],
-//! [`disable`]) or an enter through it fails; the word loaded after the
-//! barrier still decides.
+//! skips straight to step 2's store (for a registry other than the global
+//! one, after the split that checks the handle's registry id). The cache
+//! is only a shortcut to the same slot and word: it is set from the
+//! values step 2 just used, with the thread's current parking id, and
+//! cleared whenever that id changes ([`enable`], [`disable`]) or an enter
+//! through it fails (unless a value's `Drop`, run by that failed enter,
+//! panics first: the entry then stays, and costs only a miss); the word
+//! loaded after the barrier still decides.
 //!
 //! It has two entries: one for the global registry, a `static` whose
 //! slots never move, and one for the last handle of any other registry.

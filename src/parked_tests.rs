@@ -494,7 +494,7 @@ fn a_thread_that_stops_parking_forgets_its_hot_handle() {
 }
 
 // The hot handle of a registry other than the global one: a second entry,
-// tied to the registry's serial (see `Registry::hot`).
+// tied to the registry's serial (see `Registry::hot_private`).
 // Loom builds have no hot handle.
 #[cfg(not(all(loom, test)))]
 mod private_hot {

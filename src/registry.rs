@@ -85,9 +85,9 @@ pub struct Registry {
     /// This registry's number among every registry the process has
     /// created, never reused (ids are): what a thread's hot handle of a
     /// registry other than the global one is tied to (see
-    /// [`hot_private`](Registry::hot_private)). 0 for the global registry, which has an
-    /// entry of its own; [`parked::NO_SERIAL`], no hot handle, for a
-    /// registry created after 2⁶⁴ − 2 others.
+    /// [`hot_private`](Registry::hot_private)). 0 for the global
+    /// registry, which has an entry of its own; [`parked::NO_SERIAL`], no
+    /// hot handle, for a registry created after 2⁶⁴ − 2 others.
     #[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
     serial: u64,
     pages: Pages,
@@ -633,7 +633,8 @@ impl Registry {
         if let Some((slot, word)) = parked::hot_private(ptr.addr(), self.serial) {
             // SAFETY: a slot of this entry is a slot of the registry whose
             // serial the entry holds, at the hot handle's index: only
-            // `set_hot` sets the entry, with the slot `borrow_fast` found
+            // `Registry::set_hot` sets the entry (through
+            // `parked::set_hot_private`), with the slot `borrow_fast` found
             // from that registry's pages and that registry's serial. No
             // other registry of the process has had or will have that
             // serial: a cleared entry's serial is 0, the global registry's
