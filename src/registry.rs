@@ -605,9 +605,9 @@ impl Registry {
             if let Some((slot, word)) = parked::hot(ptr.addr()) {
                 // SAFETY: a slot of the global entry is the global
                 // registry's slot of the hot handle's index: only
-                // `set_hot`, on the global registry, sets that entry. That
-                // registry is a `static`, and its slots are never freed or
-                // moved.
+                // `Registry::set_hot` on the global registry sets that
+                // entry (through `parked::set_hot`). That registry is a
+                // `static`, and its slots are never freed or moved.
                 return Some((unsafe { &*slot }, word));
             }
         }
@@ -664,8 +664,9 @@ impl Registry {
     }
 
     /// Makes `ptr` this thread's hot handle of this registry (see
-    /// [`hot`](Registry::hot) and [`hot_private`](Registry::hot_private)): `slot` is this registry's slot of its
-    /// index and `word` the parked word step 2 just entered.
+    /// [`hot`](Registry::hot) and [`hot_private`](Registry::hot_private)):
+    /// `slot` is this registry's slot of its index and `word` the parked
+    /// word step 2 just entered.
     #[cfg(not(all(loom, test)))]
     #[inline(always)]
     fn set_hot(&self, ptr: *mut c_void, slot: &Slot, word: usize) {
