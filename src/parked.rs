@@ -312,8 +312,8 @@ pub(crate) fn set_hot(handle: usize, slot: &Slot, word: usize) {
     });
 }
 
-/// Forgets this thread's hot handles.
-#[cfg_attr(all(loom, test), allow(dead_code))] // loom builds have no hot handle
+/// Forgets this thread's hot handles: the global entry's handle 0 and the
+/// private entry's serial 0 are values no registry's lookup matches.
 #[cold]
 pub(crate) fn clear_hot() {
     let _ = PARKING.try_with(|p| p.hot.set(0));
@@ -324,11 +324,8 @@ pub(crate) fn clear_hot() {
 /// id `id` with a live lease.
 pub(crate) fn enable(id: usize) {
     if id < IDS && supported() {
-        let _ = PARKING.try_with(|p| {
-            p.hot.set(0);
-            p.id.set(id);
-        });
-        let _ = PRIVATE_HOT.try_with(|p| p.serial.set(0));
+        let _ = PARKING.try_with(|p| p.id.set(id));
+        clear_hot();
     }
 }
 
@@ -336,11 +333,8 @@ pub(crate) fn enable(id: usize) {
 /// it is still inside a parked borrow, in which case its id must never be
 /// given back.
 pub(crate) fn disable() -> bool {
-    let _ = PARKING.try_with(|p| {
-        p.id.set(0);
-        p.hot.set(0);
-    });
-    let _ = PRIVATE_HOT.try_with(|p| p.serial.set(0));
+    let _ = PARKING.try_with(|p| p.id.set(0));
+    clear_hot();
     USED.try_with(Cell::get).unwrap_or(0) != 0
 }
 
