@@ -34,7 +34,7 @@
 //! * [`handle`]: the bit layout of a handle and its limits.
 //! * [`Registry`]: the slots, their lock-free protocol, and the operations.
 //! * [`Guard`] / [`SharedGuard`]: exclusive and shared borrows.
-//! * [`restore_with`]: restore, run a closure, release; the cheapest form
+//! * [`restore_with()`]: restore, run a closure, release; the cheapest form
 //!   for a callback's body.
 //! * [`Handle`]: an owning handle that unrefs on drop.
 //! * [`lend`](mod@lend): cheap restores inside a synchronous C call.

@@ -2,7 +2,7 @@
 //!
 //! # Concurrency protocol
 //!
-//! Read [`slot`](crate::slot) first: every borrow, release and removal is a
+//! Read [`slot`] first: every borrow, release and removal is a
 //! transition of one slot's state word, written down there with its
 //! orderings. This module adds three rules around it.
 //!
@@ -10,7 +10,7 @@
 //!    found through the fixed directory (see [`pages`](crate::pages)), and
 //!    one compare-exchange on the slot's word borrows it (a shared borrow
 //!    usually takes none: it goes through the thread's reader record, see
-//!    [`readers`](crate::readers)). Locks are taken
+//!    [`readers`]). Locks are taken
 //!    only by the free list (refilling or returning a batch of indices,
 //!    allocating a page), by waiting, and by the count table of retained
 //!    handles (`retain`, and removals of a word with `COUNTED`: slot
@@ -23,7 +23,7 @@
 //!    blocked it (`WAITING`) and parks on `wake`. Whoever clears `WAITING`
 //!    takes `wait_lock` and wakes everyone. Woken threads redo the whole
 //!    lookup, so a value removed meanwhile answers `Stale`. A writer that
-//!    waits for reader records (see [`readers`](crate::readers), R3) parks
+//!    waits for reader records (see [`readers`], R3) parks
 //!    on the same lock and condition variable; record releases wake it
 //!    (R4), and it too answers `Stale` if the value was removed meanwhile.
 //! 3. **A value's `Drop` runs after the registry forgot it**: the slot is
@@ -308,7 +308,7 @@ impl Registry {
     /// gives the value back: [`Error::Full`] when every index the handle
     /// layout can express is live or retired (about 16.7 million live
     /// values on 64-bit targets, 65 535 on 32-bit; see
-    /// [`handle`](crate::handle)).
+    /// [`handle`]).
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
@@ -331,7 +331,7 @@ impl Registry {
 
     /// Saves `value` already borrowed exclusively by this thread (and, if
     /// `pinned`, unreachable from other threads until the borrow ends; see
-    /// [`slot`](crate::slot)). Returns the handle, the slot and the word
+    /// [`slot`]). Returns the handle, the slot and the word
     /// the borrow set, for the caller to end with
     /// [`vacate`](Registry::vacate).
     #[track_caller]
@@ -786,7 +786,7 @@ impl Registry {
     }
 
     /// A shared borrow through this thread's reader record (transition R1
-    /// of [`readers`](crate::readers)); `None` to fall back to the in-word
+    /// of [`readers`]); `None` to fall back to the in-word
     /// count (no record, a full record, an exclusive borrow to wait for).
     #[inline]
     fn borrow_record<T: Any + Send + Sync>(

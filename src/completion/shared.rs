@@ -1,5 +1,5 @@
-//! The one waker protocol both [`oneshot()`](super::oneshot) and
-//! [`stream()`](super::stream) use: a state behind a mutex, plus the waker of
+//! The one waker protocol both [`oneshot()`](super::oneshot()) and
+//! [`stream()`](super::stream()) use: a state behind a mutex, plus the waker of
 //! the single consumer.
 //!
 //! # Protocol
