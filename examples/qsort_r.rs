@@ -46,7 +46,8 @@ where
         panic: PanicCarrier::new(),
     });
     // `qsort_r` calls back synchronously on this thread: lend the state to
-    // it so each comparison skips the registry's lock.
+    // it, so that each comparison is served from this thread's record of
+    // the lend, with no atomic read-modify-write.
     let lent = registry.lend::<SortState<F>, _>(user_data, || {
         // SAFETY: `items` is a valid, exclusively borrowed slice of
         // `items.len()` elements of `size_of::<T>()` bytes; the comparator
@@ -69,7 +70,8 @@ where
     state.panic.resume();
 }
 
-/// The comparator C sees. Never unwinds; any handle problem compares equal.
+/// The comparator C sees. Never unwinds; any handle problem compares
+/// equal, as does every comparison after a panic.
 unsafe extern "C" fn compare_trampoline<T, F>(
     a: *const c_void,
     b: *const c_void,
@@ -78,18 +80,20 @@ unsafe extern "C" fn compare_trampoline<T, F>(
 where
     F: FnMut(&T, &T) -> Ordering + Send + 'static,
 {
-    let Ok(mut state) = handle_registry::restore::<SortState<F>>(user_data) else {
-        return 0; // stale, forged or wrong type: an error, not a crash
-    };
-    let SortState { compare, panic } = &mut *state;
-    panic
-        .catch(|| {
+    // `restore_with` catches no panic: the carrier does, and a stale,
+    // forged or wrong-typed `user_data` is an `Err`, never a crash.
+    handle_registry::restore_with(user_data, |state: &mut SortState<F>| {
+        let SortState { compare, panic } = state;
+        panic.catch(|| {
             // SAFETY: qsort_r passes two pointers into the array that
             // `sort_with` handed it, whose elements are `T`s.
             let (a, b) = unsafe { (&*a.cast::<T>(), &*b.cast::<T>()) };
             compare(a, b) as c_int
         })
-        .unwrap_or(0)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(0)
 }
 
 fn main() {

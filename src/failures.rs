@@ -170,7 +170,7 @@ impl Failure {
     /// ```
     /// let r = handle_registry::Registry::new();
     /// let _ = r.restore::<String>(std::ptr::null_mut());
-    /// assert_eq!(r.failures().recent()[0].expected(), "alloc::string::String");
+    /// assert_eq!(r.failures().recent()[0].expected(), std::any::type_name::<String>());
     /// ```
     pub fn expected(&self) -> &'static str {
         self.expected
