@@ -6,7 +6,10 @@
 # Usage: bash benches/instructions.sh [N]   (default 1000000)
 # `save_unref` is one `save` plus one `unref` per iteration, with no C
 # loop; `private_restore` and `private_in_turn` are one `restore` of a
-# private registry's handle per iteration, with no C loop either.
+# private registry's handle per iteration, with no C loop either;
+# `static_call` and `user_data_call` one call of a static trampoline, and of
+# a `user_data` trampoline with `restore` and a `PanicCarrier`, through a
+# function pointer from Rust.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000000}
@@ -41,4 +44,8 @@ echo "| private registry, no callback | instructions per restore |"
 echo "|---|---|"
 echo "| private_restore (one handle restored over and over: parked, hot) | $(per private_restore) |"
 echo "| private_in_turn (two handles in turn: never parked) | $(per private_in_turn) |"
-
+echo
+echo "| called through a function pointer, no C loop | instructions per call |"
+echo "|---|---|"
+echo "| static_call (a static trampoline: the pool's entry, restored from a private registry) | $(per static_call) |"
+echo "| user_data_call (a \`user_data\` trampoline: \`restore\` + \`PanicCarrier::catch\`) | $(per user_data_call) |"

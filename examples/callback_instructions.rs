@@ -13,14 +13,50 @@
 //! either, `private_restore` (N restores of one handle of a private
 //! registry holding 1000 values, parked and this thread's hot handle after
 //! a warm-up) or `private_in_turn` (N restores of two of its handles in
-//! turn, which never park).
+//! turn, which never park); or `static_call` (N calls, through its function
+//! pointer, of a static trampoline whose closure adds to a sum) beside
+//! `user_data_call` (N calls of a `user_data` trampoline doing the same with
+//! `restore` and a `PanicCarrier`, as `benches/static_trampoline.rs`), both
+//! after a warm-up that parks the entry.
+
+use std::ffi::c_void;
 
 use handle_registry::demo::traverse::repeat_start;
-use handle_registry::{demo::ffi, Registry};
+use handle_registry::panic::PanicCarrier;
+use handle_registry::{demo::ffi, static_callbacks, Handle, Registry};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 use common::{direct_start, registry_start, registry_with_start, scoped_start, Sum};
+
+static_callbacks! {
+    /// One slot, held for the whole run.
+    static ADD: [extern "C" fn(x: u64) -> u64; 1];
+}
+
+/// The state of `user_data_call`'s trampoline.
+struct UserData {
+    sum: u64,
+    carrier: PanicCarrier,
+}
+
+/// A `user_data` trampoline with the panic catching a static one has.
+extern "C" fn with_user_data(user_data: *mut c_void, x: u64) -> u64 {
+    let Ok(mut state) = handle_registry::restore::<UserData>(user_data) else {
+        return 0;
+    };
+    let UserData { sum, carrier } = &mut *state;
+    carrier
+        .catch(|| {
+            *sum += x;
+            *sum - x
+        })
+        .unwrap_or(0)
+}
+
+/// Enough calls that the entry parks and is the thread's hot handle: the
+/// same for N and for none.
+const WARM_UP: i64 = 5000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -28,7 +64,7 @@ fn main() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
             eprintln!(
-                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox|private_restore|private_in_turn N"
+                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox|private_restore|private_in_turn|static_call|user_data_call N"
             );
             std::process::exit(2);
         }
@@ -113,6 +149,31 @@ fn main() {
                 }
             }
             handles.into_iter().map(|h| r.take::<i64>(h).unwrap()).sum()
+        }
+        "static_call" => {
+            let mut total = 0u64;
+            let guard = ADD
+                .acquire(Box::new(move |x| {
+                    total += x;
+                    total - x
+                }))
+                .unwrap();
+            let f = std::hint::black_box(guard.fn_ptr());
+            (0..WARM_UP).for_each(|_| assert_eq!(f(0), 0));
+            // Each call returns the sum before it: 0 + 1 + ... + (n - 1).
+            let sum = (0..n).map(|_| f(std::hint::black_box(1)) as i64).sum();
+            guard.finish();
+            sum
+        }
+        "user_data_call" => {
+            let state = Handle::new(UserData {
+                sum: 0,
+                carrier: PanicCarrier::new(),
+            });
+            let f: extern "C" fn(*mut c_void, u64) -> u64 = std::hint::black_box(with_user_data);
+            let p = state.as_ptr();
+            (0..WARM_UP).for_each(|_| assert_eq!(f(p, 0), 0));
+            (0..n).map(|_| f(std::hint::black_box(p), 1) as i64).sum()
         }
         other => {
             eprintln!("unknown kind {other}");

@@ -35,8 +35,13 @@ pub struct Guard<'r, T: Any + Send> {
     slot: &'r Slot,
     /// The state word the borrow set, which the release expects.
     locked: usize,
-    /// Served by an active [`lend`](crate::lend) on this thread.
-    lent: bool,
+    /// 1 when served by an active [`lend`](crate::lend) on this thread, else
+    /// 0. A `usize`, not a `bool`, so that the guard has no padding: a
+    /// trampoline whose body may unwind keeps the guard on the stack for
+    /// its landing pad, and LLVM copied the seven padding bytes there as
+    /// two overlapping 4-byte loads and stores, a failed store forwarding
+    /// on every call (2 to 4 ns of a static trampoline's 12.5, BENCHMARKS.md).
+    lent: usize,
     /// `&mut T`-like, and `!Send` (the owner token is this thread's).
     _marker: PhantomData<(&'r mut T, *mut ())>,
 }
@@ -55,7 +60,7 @@ impl<'r, T: Any + Send> Guard<'r, T> {
             registry,
             slot,
             locked,
-            lent: false,
+            lent: 0,
             _marker: PhantomData,
         }
     }
@@ -70,7 +75,7 @@ impl<'r, T: Any + Send> Guard<'r, T> {
             registry,
             slot,
             locked,
-            lent: true,
+            lent: 1,
             _marker: PhantomData,
         }
     }
@@ -108,7 +113,7 @@ impl<T: Any + Send> Drop for Guard<'_, T> {
     fn drop(&mut self) {
         let (registry, slot, locked) = (self.registry, self.slot, self.locked);
         // The common cases inline; each of the rest is one call.
-        if self.lent {
+        if self.lent != 0 {
             if crate::lend::give_back_innermost(slot) {
                 return;
             }
@@ -121,7 +126,7 @@ impl<T: Any + Send> Drop for Guard<'_, T> {
         }
         // SAFETY: we hold the exclusive borrow (our own, or inherited from
         // a lend that ended before us), released exactly once here.
-        unsafe { registry.release_guard(slot, locked, self.lent) }
+        unsafe { registry.release_guard(slot, locked, self.lent != 0) }
     }
 }
 

@@ -63,6 +63,11 @@ fn registry() -> &'static Registry {
 
 /// The pools' registry, which exists once a slot word names a handle:
 /// only [`registry`] saves handles, after creating it.
+///
+/// `#[inline]`, as the two below: they are on every call's path, which is
+/// generic and so compiled in the user's crate, where a function of this
+/// crate not marked inline stays a call.
+#[inline]
 fn created() -> Option<&'static Registry> {
     REGISTRY.get()
 }
@@ -108,6 +113,7 @@ std::thread_local! {
 struct Calling<'a>(&'a InCall);
 
 impl<'a> Calling<'a> {
+    #[inline]
     fn push(frame: &'a InCall) -> Self {
         CALLS.with(|top| top.set(frame));
         Calling(frame)
@@ -115,6 +121,7 @@ impl<'a> Calling<'a> {
 }
 
 impl Drop for Calling<'_> {
+    #[inline]
     fn drop(&mut self) {
         CALLS.with(|top| top.set(self.0.prev));
     }
