@@ -219,3 +219,292 @@ fn stale_hot_restore_with_racing_an_unref_of_the_slots_next_value_drops_it() {
     let (attempts, leaks) = stale_hot_race(global(), true, budget);
     assert_eq!(leaks, 0, "a value never dropped after {attempts} attempts");
 }
+
+// ---------------------------------------------------------------------------
+// Same answers parked or not.
+
+/// One sequence of calls on `p`, a `Val` of `r` whose drops `drops`
+/// counts; `warm` runs before each step while the value is live (it heats
+/// the handle, or does nothing). Returns every answer, printed.
+fn script(
+    r: &Registry,
+    p: *mut c_void,
+    drops: &AtomicUsize,
+    warm: &dyn Fn(&Registry, *mut c_void),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    warm(r, p);
+    out.push(format!("{:?}", r.restore::<Val>(p).map(|mut g| g.bump())));
+    warm(r, p);
+    out.push(format!("{:?}", r.restore::<u64>(p).err()));
+    warm(r, p);
+    out.push(format!("{:?}", r.restore_with(p, |v: &mut u64| *v).err()));
+    warm(r, p);
+    out.push(format!("{:?}", r.restore_ref::<Val>(p).map(|g| g.n)));
+    warm(r, p);
+    out.push(format!("{:?}", r.restore_ref::<u8>(p).err()));
+    warm(r, p);
+    out.push(format!(
+        "{:?} {:?} {:?}",
+        r.check::<Val>(p),
+        r.check::<u8>(p),
+        r.ref_count(p)
+    ));
+    warm(r, p);
+    {
+        let mut g = r.restore::<Val>(p).unwrap();
+        g.bump();
+        out.push(format!("{:?}", r.restore::<Val>(p).err()));
+        out.push(format!("{:?}", r.restore::<u64>(p).err()));
+        out.push(format!("{:?}", r.restore_ref::<Val>(p).err()));
+        out.push(format!("{:?}", r.take::<Val>(p).err()));
+        out.push(format!("{:?}", r.restore_with(p, |v: &mut Val| v.n)));
+        out.push(format!("{:?}", r.lend::<Val, _>(p, || ())));
+        out.push(format!("{:?} {:?}", r.check::<Val>(p), r.ref_count(p)));
+        out.push(format!("{:?} {:?}", r.retain(p), r.ref_count(p)));
+        out.push(format!("{:?} {:?}", r.unref(p), r.ref_count(p)));
+    }
+    warm(r, p);
+    out.push(format!("{:?}", r.restore_with(p, |v: &mut Val| v.n)));
+    // Retained, then taken while parked.
+    warm(r, p);
+    out.push(format!("{:?}", r.retain(p)));
+    out.push(format!("{:?}", r.take::<Val>(p).map(|v| v.n)));
+    out.push(format!("{:?}", r.restore::<Val>(p).map(|g| g.n)));
+    out.push(format!("{:?}", r.unref(p)));
+    warm(r, p);
+    {
+        let g = r.restore::<Val>(p).unwrap();
+        out.push(format!("{:?}", r.unref(p)));
+        out.push(format!("{:?}", r.restore::<Val>(p).err()));
+        out.push(format!("{:?}", r.check::<Val>(p)));
+        out.push(format!("{:?}", r.unref(p)));
+        out.push(format!("drops inside {}", drops.load(SeqCst)));
+        drop(g);
+        out.push(format!("drops after {}", drops.load(SeqCst)));
+    }
+    out.push(format!("{:?}", r.restore::<Val>(p).err()));
+    out.push(format!("{:?}", r.restore_with(p, |v: &mut Val| v.n)));
+    out.push(format!("{:?}", r.take::<Val>(p).err()));
+    out.push(format!("{:?}", r.retain(p)));
+    out.push(format!("{:?}", r.ref_count(p)));
+    out.push(format!("{:?}", r.unref(p)));
+    out.push(format!("drops {}", drops.load(SeqCst)));
+    out
+}
+
+fn run_script(r: &'static Registry, parked: bool) -> Vec<String> {
+    std::thread::spawn(move || {
+        let (v, drops) = Val::new();
+        let p = r.save(v);
+        let warm: &dyn Fn(&Registry, *mut c_void) = if parked {
+            &|r, p| heat::<Val>(r, p)
+        } else {
+            &|_, _| ()
+        };
+        script(r, p, &drops, warm)
+    })
+    .join()
+    .unwrap()
+}
+
+// Attacks "the same answers as a handle that never parked": every call of
+// `script` on a parked, hot handle (global registry) against a fresh one.
+#[test]
+fn a_parked_global_handle_answers_as_one_that_never_parked() {
+    let _s = serial();
+    let _w = watchdog("a_parked_global_handle_answers_as_one_that_never_parked");
+    assert_eq!(run_script(global(), true), run_script(global(), false));
+}
+
+// The same on a private registry, whose hot handle is the shared entry.
+#[test]
+fn a_parked_private_handle_answers_as_one_that_never_parked() {
+    let _s = serial();
+    let _w = watchdog("a_parked_private_handle_answers_as_one_that_never_parked");
+    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    assert_eq!(run_script(r, true), run_script(r, false));
+}
+
+/// Integers near `p`: every bit flipped, ±1, the extremes.
+fn forged_near(p: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..usize::BITS).map(|b| p ^ (1 << b)).collect();
+    v.extend([p + 1, p - 1, 0, 1, usize::MAX, p | 0xff, p & !0xffff]);
+    v.retain(|&c| c != p);
+    v
+}
+
+fn forged_answers(r: &Registry, cands: &[usize]) -> Vec<String> {
+    cands
+        .iter()
+        .map(|&c| {
+            format!(
+                "{:#x}: {:?} {:?} {:?} {:?}",
+                c,
+                r.restore::<Val>(pp(c)).map(|g| g.n),
+                r.restore_with(pp(c), |v: &mut Val| v.n),
+                r.restore_ref::<Val>(pp(c)).map(|g| g.n),
+                r.check::<Val>(pp(c))
+            )
+        })
+        .collect()
+}
+
+// Attacks "no UB from any integer": integers next to this thread's hot
+// handle (global and private) answer as on a thread with no hot handle,
+// and the hot handle still works after each.
+#[test]
+fn forged_integers_next_to_hot_handles_answer_as_on_a_fresh_thread() {
+    let _s = serial();
+    let _w = watchdog("forged_integers_next_to_hot_handles_answer_as_on_a_fresh_thread");
+    let private: &'static Registry = Box::leak(Box::new(Registry::new()));
+    for r in [global(), private] {
+        let (v, drops) = Val::new();
+        let p = r.save(v);
+        heat::<Val>(r, p);
+        let cands = forged_near(p as usize);
+        let here = forged_answers(r, &cands);
+        let h = p as usize;
+        let fresh = std::thread::spawn(move || forged_answers(r, &forged_near(h)))
+            .join()
+            .unwrap();
+        assert_eq!(here, fresh);
+        // Again from this thread, re-heated between each.
+        for &c in &cands {
+            heat::<Val>(r, p);
+            let _ = r.restore::<Val>(pp(c));
+            let _ = r.restore_with(pp(c), |v: &mut Val| v.n);
+            r.restore::<Val>(p).unwrap().bump();
+        }
+        assert_eq!(r.take::<Val>(p).map(|v| v.n), Ok(cands.len() as u64));
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Removals while another thread has the handle parked.
+
+// Attacks "dropped exactly once, on the last guard's thread": unref and
+// take while the owner is parked outside (blocked on a channel) and while
+// it is inside (holding a parked guard, blocked), round after round.
+#[test]
+fn unref_and_take_while_another_thread_has_it_parked() {
+    let _s = serial();
+    let _w = watchdog("unref_and_take_while_another_thread_has_it_parked");
+    let rounds = if cfg!(miri) { 2 } else { 20 };
+    for round in 0..rounds {
+        let (v, drops) = Val::new();
+        let h = handle_registry::save(v) as usize;
+        let (to_owner, owner_rx) = mpsc::channel::<&'static str>();
+        let (to_main, main_rx) = mpsc::channel::<()>();
+        let owner = std::thread::spawn(move || {
+            let p = pp(h);
+            heat::<Val>(global(), p);
+            // Parked, outside.
+            to_main.send(()).unwrap();
+            if owner_rx.recv().unwrap() == "inside" {
+                let mut g = handle_registry::restore::<Val>(p).unwrap();
+                g.bump();
+                to_main.send(()).unwrap();
+                assert_eq!(owner_rx.recv().unwrap(), "leave");
+                drop(g);
+            }
+            assert_eq!(owner_rx.recv().unwrap(), "removed");
+            let after = handle_registry::restore::<Val>(p).err();
+            to_main.send(()).unwrap();
+            after
+        });
+        main_rx.recv().unwrap();
+        match round % 4 {
+            0 => {
+                to_owner.send("outside").unwrap();
+                assert_eq!(handle_registry::unref(pp(h)), Ok(()));
+                assert_eq!(
+                    drops.load(SeqCst),
+                    1,
+                    "unref of a parked value, owner outside"
+                );
+            }
+            1 => {
+                to_owner.send("outside").unwrap();
+                let v = handle_registry::take::<Val>(pp(h)).unwrap();
+                assert_eq!(v.n, 0);
+            }
+            2 => {
+                to_owner.send("inside").unwrap();
+                main_rx.recv().unwrap();
+                // Never waits; the owner's leave drops it.
+                assert_eq!(handle_registry::unref(pp(h)), Ok(()));
+                assert_eq!(handle_registry::unref(pp(h)), Err(Error::Stale));
+                assert_eq!(drops.load(SeqCst), 0);
+                to_owner.send("leave").unwrap();
+            }
+            _ => {
+                to_owner.send("inside").unwrap();
+                main_rx.recv().unwrap();
+                // Waits for the owner's leave.
+                let stop = to_owner.clone();
+                let leaver = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
+                    stop.send("leave").unwrap();
+                });
+                let v = handle_registry::take::<Val>(pp(h)).unwrap();
+                assert_eq!(v.n, 1);
+                leaver.join().unwrap();
+            }
+        }
+        to_owner.send("removed").unwrap();
+        main_rx.recv().unwrap();
+        assert_eq!(owner.join().unwrap(), Some(Error::Stale));
+        assert_eq!(drops.load(SeqCst), 1, "round {round}");
+    }
+}
+
+// Attacks "never deadlocks, no update lost": two threads pass one handle
+// back and forth in bursts long enough to park it, each burst stealing it
+// from the other, mixing `restore`, `restore_with` and `restore_ref`.
+#[test]
+fn two_threads_ping_pong_one_parked_handle() {
+    let _s = serial();
+    let _w = watchdog("two_threads_ping_pong_one_parked_handle");
+    let rounds = if cfg!(miri) { 3 } else { 40 };
+    let burst = STREAK + 20;
+    for r in [
+        global(),
+        Box::leak(Box::new(Registry::new())) as &'static Registry,
+    ] {
+        let (v, drops) = Val::new();
+        let h = r.save(v) as usize;
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    for round in 0..rounds {
+                        // Alternate bursts, then overlap them.
+                        if round % 2 == 0 {
+                            barrier.wait();
+                        }
+                        for i in 0..burst {
+                            match (i + t) % 7 {
+                                0 => r.restore_with(pp(h), |v: &mut Val| v.bump()).unwrap(),
+                                1 => assert!(r.restore_ref::<Val>(pp(h)).unwrap().n > 0 || i < 2),
+                                _ => r.restore::<Val>(pp(h)).unwrap().bump(),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let bumps_per_burst = (0..burst).filter(|i| i % 7 != 1).count()
+            + (0..burst).filter(|i| (i + 1) % 7 != 1).count();
+        assert_eq!(
+            r.take::<Val>(pp(h)).map(|v| v.n),
+            Ok((rounds * bumps_per_burst) as u64)
+        );
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+}
