@@ -508,3 +508,118 @@ fn two_threads_ping_pong_one_parked_handle() {
         assert_eq!(drops.load(SeqCst), 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Many parks, nested borrows, blocked and exiting owners.
+
+// Attacks "never deadlocks": a thread parks 40 handles, then blocks inside
+// nested parked guards of 10 of them (8 record entries, then real
+// borrows); other threads take the 30 it is outside of at once and wait
+// for the 10; the owner leaves in a scrambled order.
+#[test]
+fn steals_from_a_thread_parked_on_many_handles_and_blocked_inside_some() {
+    let _s = serial();
+    let _w = watchdog("steals_from_a_thread_parked_on_many_handles_and_blocked_inside_some");
+    let (n, inside) = if cfg!(miri) { (12, 10) } else { (40, 10) };
+    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let mut drops = Vec::new();
+    let hs: Vec<usize> = (0..n)
+        .map(|_| {
+            let (v, d) = Val::new();
+            drops.push(d);
+            r.save(v) as usize
+        })
+        .collect();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (leave_tx, leave_rx) = mpsc::channel::<()>();
+    let owner = {
+        let hs = hs.clone();
+        std::thread::spawn(move || {
+            for &h in &hs {
+                heat::<Val>(r, pp(h));
+            }
+            let mut guards: Vec<Option<_>> = hs[..inside]
+                .iter()
+                .map(|&h| {
+                    let mut g = r.restore::<Val>(pp(h)).unwrap();
+                    g.bump();
+                    Some(g)
+                })
+                .collect();
+            // Nested: every other handle is Busy from inside.
+            for &h in &hs[..inside] {
+                assert_eq!(r.restore::<Val>(pp(h)).err(), Some(Error::Busy));
+            }
+            entered_tx.send(()).unwrap();
+            leave_rx.recv().unwrap();
+            for i in [3, 0, 9, 1, 8, 2, 7, 4, 6, 5] {
+                if i < inside {
+                    guards[i] = None;
+                }
+            }
+            assert!(guards.iter().all(Option::is_none));
+        })
+    };
+    entered_rx.recv().unwrap();
+    for &h in &hs[inside..] {
+        assert_eq!(r.take::<Val>(pp(h)).map(|v| v.n), Ok(0));
+    }
+    let waiters: Vec<_> = hs[..inside]
+        .iter()
+        .map(|&h| std::thread::spawn(move || r.take::<Val>(pp(h)).map(|v| v.n)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 30 }));
+    leave_tx.send(()).unwrap();
+    for w in waiters {
+        assert_eq!(w.join().unwrap(), Ok(1));
+    }
+    owner.join().unwrap();
+    assert!(drops.iter().all(|d| d.load(SeqCst) == 1));
+}
+
+// Attacks teardown: a thread parks three handles and ends; another thread
+// steals one, unrefs one, and a later thread (which may get the same owner
+// id, and so inherit the park) keeps restoring the third.
+#[test]
+fn handles_parked_by_a_thread_that_ended() {
+    let _s = serial();
+    let _w = watchdog("handles_parked_by_a_thread_that_ended");
+    for _ in 0..if cfg!(miri) { 1 } else { 5 } {
+        let mut drops = Vec::new();
+        let hs: Vec<usize> = (0..3)
+            .map(|_| {
+                let (v, d) = Val::new();
+                drops.push(d);
+                handle_registry::save(v) as usize
+            })
+            .collect();
+        let parker = hs.clone();
+        std::thread::spawn(move || {
+            for &h in &parker {
+                heat::<Val>(global(), pp(h));
+                handle_registry::restore::<Val>(pp(h)).unwrap().bump();
+            }
+        })
+        .join()
+        .unwrap();
+        handle_registry::restore::<Val>(pp(hs[0])).unwrap().bump();
+        assert_eq!(handle_registry::unref(pp(hs[1])), Ok(()));
+        assert_eq!(drops[1].load(SeqCst), 1);
+        let h2 = hs[2];
+        for _ in 0..2 {
+            std::thread::spawn(move || {
+                for _ in 0..STREAK + 10 {
+                    handle_registry::restore::<Val>(pp(h2)).unwrap().bump();
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(handle_registry::take::<Val>(pp(hs[0])).map(|v| v.n), Ok(2));
+        assert_eq!(
+            handle_registry::take::<Val>(pp(h2)).map(|v| v.n),
+            Ok(1 + 2 * (STREAK as u64 + 10))
+        );
+        assert!(drops.iter().all(|d| d.load(SeqCst) == 1));
+    }
+}
