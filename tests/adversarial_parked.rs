@@ -623,3 +623,270 @@ fn handles_parked_by_a_thread_that_ended() {
         assert!(drops.iter().all(|d| d.load(SeqCst) == 1));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Forgotten guards.
+
+/// What a thread answers about `p` after forgetting a guard of it; the
+/// value is `Val` with drop counter `drops`.
+fn after_forgetting(r: &Registry, p: *mut c_void, drops: &AtomicUsize) -> Vec<String> {
+    std::mem::forget(r.restore::<Val>(p).unwrap());
+    vec![
+        format!("{:?}", r.restore::<Val>(p).err()),
+        format!("{:?}", r.restore_with(p, |v: &mut Val| v.n)),
+        format!("{:?}", r.restore_ref::<Val>(p).err()),
+        format!("{:?}", r.take::<Val>(p).err()),
+        format!("{:?}", r.check::<Val>(p)),
+        format!("{:?}", r.unref(p)),
+        format!("{:?}", r.restore::<Val>(p).err()),
+        format!("{:?}", r.unref(p)),
+        format!("drops {}", drops.load(SeqCst)),
+    ]
+}
+
+// Attacks "a forgotten guard keeps its borrow, as an unparked one does":
+// same answers after forgetting a parked guard as after forgetting a plain
+// one; then eight forgotten parked guards fill the thread's record, and a
+// ninth handle still parks, is stolen and is dropped once; dropping the
+// registry drops every forgotten value once.
+#[test]
+fn forgotten_parked_guards() {
+    let _s = serial();
+    let _w = watchdog("forgotten_parked_guards");
+    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let parked = std::thread::spawn(move || {
+        let (v, d) = Val::new();
+        let p = r.save(v);
+        heat::<Val>(r, p);
+        after_forgetting(r, p, &d)
+    })
+    .join()
+    .unwrap();
+    let fresh = std::thread::spawn(move || {
+        let (v, d) = Val::new();
+        let p = r.save(v);
+        after_forgetting(r, p, &d)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(parked, fresh);
+
+    let owned = Registry::new();
+    let mut drops = Vec::new();
+    std::thread::scope(|s| {
+        let owned = &owned;
+        let ninth = s
+            .spawn(|| {
+                let mut hs = Vec::new();
+                for _ in 0..8 {
+                    let (v, d) = Val::new();
+                    drops.push(d);
+                    let p = owned.save(v);
+                    heat::<Val>(owned, p);
+                    std::mem::forget(owned.restore::<Val>(p).unwrap());
+                    hs.push(p as usize);
+                }
+                let (v, d) = Val::new();
+                let p = owned.save(v);
+                for _ in 0..3 * STREAK {
+                    owned.restore::<Val>(p).unwrap().bump();
+                }
+                // Nested inside the ninth, once the record is full.
+                let g = owned.restore::<Val>(p).unwrap();
+                assert_eq!(owned.restore::<Val>(p).err(), Some(Error::Busy));
+                drop(g);
+                (p as usize, d)
+            })
+            .join()
+            .unwrap();
+        let (p, d) = ninth;
+        assert_eq!(
+            owned.restore::<Val>(pp(p)).map(|g| g.n),
+            Ok(3 * STREAK as u64)
+        );
+        assert_eq!(owned.unref(pp(p)), Ok(()));
+        assert_eq!(d.load(SeqCst), 1);
+    });
+    assert!(drops.iter().all(|d| d.load(SeqCst) == 0));
+    drop(owned);
+    assert!(drops.iter().all(|d| d.load(SeqCst) == 1));
+}
+
+// ---------------------------------------------------------------------------
+// Drops that re-enter the registry, panics.
+
+/// Drops by calling the registry: restores its own (stale) handle, every
+/// handle in `others` (which the dropping thread may have parked), saves
+/// and unrefs a new value, and unrefs `victim`.
+struct Reentrant {
+    me: usize,
+    others: Vec<usize>,
+    victim: usize,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Reentrant {
+    fn drop(&mut self) {
+        let mut log = Vec::new();
+        log.push(format!(
+            "me {:?}",
+            handle_registry::restore::<Val>(pp(self.me)).err()
+        ));
+        for &o in &self.others {
+            for _ in 0..3 {
+                log.push(format!(
+                    "other {:?}",
+                    handle_registry::restore_with(pp(o), |v: &mut Val| v.bump())
+                ));
+            }
+        }
+        let fresh = handle_registry::save(7u32);
+        log.push(format!("{:?}", handle_registry::take::<u32>(fresh)));
+        if self.victim != 0 {
+            log.push(format!(
+                "victim {:?}",
+                handle_registry::unref(pp(self.victim))
+            ));
+        }
+        self.log.lock().unwrap().extend(log);
+    }
+}
+
+// Attacks re-entrancy: a value whose `Drop` uses the registry, dropped by
+// the owner's leave (unreffed by another thread while the owner is
+// inside), by another thread's unref (owner outside), and by the owner's
+// own unref inside; the handles its `Drop` restores are hot and parked on
+// the dropping thread or on the other one.
+#[test]
+fn drops_that_reenter_the_registry_during_park_and_steal() {
+    let _s = serial();
+    let _w = watchdog("drops_that_reenter_the_registry_during_park_and_steal");
+    for case in 0..3 {
+        let (a, da) = Val::new();
+        let (b, db) = Val::new();
+        let (c, dc) = Val::new();
+        let (a, b, c) = (
+            handle_registry::save(a) as usize,
+            handle_registry::save(b) as usize,
+            handle_registry::save(c) as usize,
+        );
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let x = handle_registry::save(Reentrant {
+            me: 0,
+            others: vec![a, b],
+            victim: c,
+            log: log.clone(),
+        }) as usize;
+        handle_registry::restore::<Reentrant>(pp(x)).unwrap().me = x;
+        let (tx, rx) = mpsc::channel::<()>();
+        let (back, back_rx) = mpsc::channel::<()>();
+        let owner = std::thread::spawn(move || {
+            for h in [a, b, c] {
+                heat::<Val>(global(), pp(h));
+            }
+            heat::<Reentrant>(global(), pp(x));
+            match case {
+                0 => {
+                    let g = handle_registry::restore::<Reentrant>(pp(x)).unwrap();
+                    back.send(()).unwrap();
+                    rx.recv().unwrap(); // unreffed meanwhile
+                    drop(g); // the leave drops it, here
+                }
+                1 => {
+                    back.send(()).unwrap();
+                    rx.recv().unwrap();
+                }
+                _ => {
+                    let g = handle_registry::restore::<Reentrant>(pp(x)).unwrap();
+                    assert_eq!(handle_registry::unref(pp(x)), Ok(()));
+                    drop(g);
+                    back.send(()).unwrap();
+                    rx.recv().unwrap();
+                }
+            }
+            // `a` is this thread's hot handle or was stolen: still fine.
+            handle_registry::restore::<Val>(pp(a)).unwrap().bump();
+        });
+        back_rx.recv().unwrap();
+        if case != 2 {
+            assert_eq!(handle_registry::unref(pp(x)), Ok(()));
+        }
+        tx.send(()).unwrap();
+        owner.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 9, "{log:?}");
+        assert_eq!(log[0], "me Some(Stale)");
+        assert!(log[1..7].iter().all(|l| l == "other Ok(())"), "{log:?}");
+        assert_eq!(log[7], "Ok(7)");
+        assert_eq!(log[8], "victim Ok(())");
+        assert_eq!(dc.load(SeqCst), 1);
+        for (h, d) in [(a, &da), (b, &db)] {
+            assert_eq!(d.load(SeqCst), 0);
+            let n = if h == a { 4 } else { 3 };
+            assert_eq!(handle_registry::take::<Val>(pp(h)).map(|v| v.n), Ok(n));
+            assert_eq!(d.load(SeqCst), 1);
+        }
+    }
+}
+
+struct PanicOnDrop(Arc<AtomicUsize>);
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+        panic!("PanicOnDrop");
+    }
+}
+
+// Attacks "never aborts": a panic unwinds through a parked guard whose
+// value was unreffed meanwhile (by this thread, or by another) and whose
+// `Drop` panics too; then a panicking `Drop` run by a parked guard's
+// ordinary release; the hot handles keep working after each.
+#[test]
+fn panics_unwinding_through_parked_guards() {
+    let _s = serial();
+    let _w = watchdog("panics_unwinding_through_parked_guards");
+    let private: &'static Registry = Box::leak(Box::new(Registry::new()));
+    for r in [global(), private] {
+        for by_other in [false, true] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let p = r.save(PanicOnDrop(drops.clone()));
+            let (v, vd) = Val::new();
+            let q = r.save(v);
+            heat::<Val>(r, q);
+            heat::<PanicOnDrop>(r, p);
+            let h = p as usize;
+            let out = catch_unwind(AssertUnwindSafe(|| {
+                let _g = r.restore::<PanicOnDrop>(p).unwrap();
+                let _inner = r.restore::<Val>(q).unwrap();
+                if by_other {
+                    std::thread::spawn(move || r.unref(pp(h)))
+                        .join()
+                        .unwrap()
+                        .unwrap();
+                } else {
+                    r.unref(p).unwrap();
+                }
+                panic!("through the guard");
+            }));
+            let msg = out.unwrap_err();
+            assert_eq!(msg.downcast_ref::<&str>(), Some(&"through the guard"));
+            assert_eq!(drops.load(SeqCst), 1);
+            assert_eq!(r.restore::<PanicOnDrop>(p).err(), Some(Error::Stale));
+            r.restore::<Val>(q).unwrap().bump();
+            // A panicking drop by the guard's release, not unwinding.
+            let p = r.save(PanicOnDrop(drops.clone()));
+            heat::<PanicOnDrop>(r, p);
+            let g = r.restore::<PanicOnDrop>(p).unwrap();
+            r.unref(p).unwrap();
+            let out = catch_unwind(AssertUnwindSafe(move || drop(g)));
+            assert!(out.is_err());
+            assert_eq!(drops.load(SeqCst), 2);
+            assert_eq!(r.restore::<PanicOnDrop>(p).err(), Some(Error::Stale));
+            heat::<Val>(r, q);
+            r.restore_with(q, |v: &mut Val| v.bump()).unwrap();
+            assert_eq!(r.take::<Val>(q).map(|v| v.n), Ok(2));
+            assert_eq!(vd.load(SeqCst), 1);
+        }
+    }
+}
