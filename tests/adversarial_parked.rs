@@ -890,3 +890,219 @@ fn panics_unwinding_through_parked_guards() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Thread-local teardown.
+
+/// A thread-local destroyed after the crate's own (it is registered first,
+/// before the thread's first registry call): holds a parked guard, and at
+/// destruction uses the registry on handles the thread had parked.
+struct Late {
+    guard: Option<handle_registry::Guard<'static, Val>>,
+    parked: Vec<usize>,
+    answers: Option<mpsc::Sender<Vec<String>>>,
+}
+
+impl Drop for Late {
+    fn drop(&mut self) {
+        let mut out = Vec::new();
+        // Still inside: nested restore is Busy, as before teardown.
+        if let Some(g) = &self.guard {
+            let h = self.parked[0];
+            out.push(format!(
+                "{:?}",
+                handle_registry::restore::<Val>(pp(h)).err()
+            ));
+            out.push(format!("n {}", g.n));
+        }
+        drop(self.guard.take());
+        for &h in &self.parked {
+            let (mut ok, mut errs) = (0, Vec::new());
+            for _ in 0..STREAK + 3 {
+                match handle_registry::restore::<Val>(pp(h)) {
+                    Ok(mut g) => {
+                        g.bump();
+                        ok += 1;
+                    }
+                    Err(e) => errs.push(e),
+                }
+            }
+            errs.dedup();
+            out.push(format!("ok {ok} {errs:?}"));
+        }
+        // A new value saved, heated and taken during teardown.
+        let (v, _) = Val::new();
+        let fresh = handle_registry::save(v);
+        for _ in 0..STREAK + 3 {
+            handle_registry::restore::<Val>(fresh).unwrap().bump();
+        }
+        out.push(format!(
+            "{:?}",
+            handle_registry::take::<Val>(fresh).map(|v| v.n)
+        ));
+        if let Some(tx) = self.answers.take() {
+            let _ = tx.send(out);
+        }
+    }
+}
+
+thread_local! {
+    static LATE: RefCell<Late> = const {
+        RefCell::new(Late { guard: None, parked: Vec::new(), answers: None })
+    };
+}
+
+// Attacks "guards stored in thread-locals destroyed after the crate's
+// own": the thread ends inside a parked borrow (its guard in `LATE`),
+// which another thread is waiting to take and a third has unreffed, and
+// its last destructor restores, heats and takes handles; many threads
+// after it park and get stolen from (its owner id must not be shared).
+#[test]
+fn a_parked_guard_in_a_late_thread_local() {
+    let _s = serial();
+    let _w = watchdog("a_parked_guard_in_a_late_thread_local");
+    for take_it in [true, false] {
+        let (v, d0) = Val::new();
+        let (w, d1) = Val::new();
+        let (h0, h1) = (
+            handle_registry::save(v) as usize,
+            handle_registry::save(w) as usize,
+        );
+        let (tx, rx) = mpsc::channel();
+        let (inside_tx, inside_rx) = mpsc::channel::<()>();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            LATE.with(|_| ()); // registered before the crate's
+            heat::<Val>(global(), pp(h0));
+            heat::<Val>(global(), pp(h1));
+            let mut g = handle_registry::restore::<Val>(pp(h0)).unwrap();
+            g.bump();
+            LATE.with(|l| {
+                let mut l = l.borrow_mut();
+                l.guard = Some(g);
+                l.parked = vec![h0, h1];
+                l.answers = Some(tx);
+            });
+            inside_tx.send(()).unwrap();
+            end_rx.recv().unwrap();
+        });
+        inside_rx.recv().unwrap();
+        let waiter = take_it
+            .then(|| std::thread::spawn(move || handle_registry::take::<Val>(pp(h0)).map(|v| v.n)));
+        if !take_it {
+            assert_eq!(handle_registry::unref(pp(h0)), Ok(()));
+        }
+        std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 10 }));
+        end_tx.send(()).unwrap();
+        t.join().unwrap();
+        let answers = rx.recv().unwrap();
+        let steps = STREAK as u64 + 3;
+        // Inside at teardown: Busy for a live value, Stale once unreffed.
+        let nested = if take_it { "Some(Busy)" } else { "Some(Stale)" };
+        assert_eq!(answers[..2], [nested, "n 1"]);
+        if let Some(w) = waiter {
+            // The waiter wins the value at some point of the destructor's
+            // restores, which then answer `Stale`.
+            let n = w.join().unwrap().unwrap();
+            let ok = n - 1;
+            let expect = if ok == steps {
+                format!("ok {ok} []")
+            } else {
+                format!("ok {ok} [Stale]")
+            };
+            assert_eq!(answers[2], expect);
+        } else {
+            assert_eq!(answers[2], "ok 0 [Stale]");
+        }
+        assert_eq!(d0.load(SeqCst), 1);
+        assert_eq!(answers[3], format!("ok {steps} []"));
+        assert_eq!(answers[4], format!("Ok({steps})"));
+        assert_eq!(handle_registry::take::<Val>(pp(h1)).map(|v| v.n), Ok(steps));
+        assert_eq!(d1.load(SeqCst), 1);
+    }
+    // Threads after it: park and get stolen from, each.
+    for _ in 0..if cfg!(miri) { 2 } else { 16 } {
+        let (v, d) = Val::new();
+        let h = handle_registry::save(v) as usize;
+        let (tx, rx) = mpsc::channel::<()>();
+        let (back, back_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            heat::<Val>(global(), pp(h));
+            back.send(()).unwrap();
+            rx.recv().unwrap();
+            handle_registry::restore::<Val>(pp(h)).unwrap().bump();
+        });
+        back_rx.recv().unwrap();
+        handle_registry::restore::<Val>(pp(h)).unwrap().bump();
+        tx.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(handle_registry::take::<Val>(pp(h)).map(|v| v.n), Ok(2));
+        assert_eq!(d.load(SeqCst), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Registries dropped while hot.
+
+// Attacks the private hot entry: a registry dropped while this thread has
+// one of its handles hot (and, every other round, a forgotten parked
+// guard of it), then new registries that reuse its id and perhaps its
+// pages' addresses: old integers answer as on a fresh thread, new handles
+// at the same index park, are stolen and drop once.
+#[test]
+fn registries_dropped_while_hot_then_recreated() {
+    let _s = serial();
+    let _w = watchdog("registries_dropped_while_hot_then_recreated");
+    let rounds = if cfg!(miri) { 3 } else { 40 };
+    let mut old: Vec<usize> = Vec::new();
+    for round in 0..rounds {
+        let r = Registry::new();
+        let (v, d) = Val::new();
+        let p = r.save(v);
+        heat::<Val>(&r, p);
+        if round % 2 == 1 {
+            std::mem::forget(r.restore::<Val>(p).unwrap());
+        }
+        drop(r);
+        assert_eq!(d.load(SeqCst), 1);
+        old.push(p as usize);
+        let r2 = Registry::new();
+        let mut mine = Vec::new();
+        let mut drops = Vec::new();
+        while mine.len() < 3 {
+            let (v, d) = Val::new();
+            mine.push(r2.save(v) as usize);
+            drops.push(d);
+        }
+        let ask = |r: &Registry, hs: &[usize]| -> Vec<String> {
+            hs.iter()
+                .map(|&h| {
+                    format!(
+                        "{:?} {:?}",
+                        r.restore::<Val>(pp(h)).map(|g| g.n),
+                        r.restore_with(pp(h), |v: &mut Val| v.n)
+                    )
+                })
+                .collect()
+        };
+        let here = ask(&r2, &old);
+        for &h in &mine {
+            heat::<Val>(&r2, pp(h));
+        }
+        let here_hot = ask(&r2, &old);
+        let fresh = std::thread::scope(|s| s.spawn(|| ask(&r2, &old)).join().unwrap());
+        assert_eq!(here, fresh);
+        assert_eq!(here_hot, fresh);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for &h in &mine {
+                    r2.restore::<Val>(pp(h)).unwrap().bump();
+                }
+            });
+        });
+        for (&h, d) in mine.iter().zip(&drops) {
+            assert_eq!(r2.take::<Val>(pp(h)).map(|v| v.n), Ok(1));
+            assert_eq!(d.load(SeqCst), 1);
+        }
+    }
+}
