@@ -55,6 +55,15 @@ impl Drop for Watchdog {
     }
 }
 
+/// A busy wait's pause (a yield under Miri, whose threads take turns).
+fn relax() {
+    if cfg!(miri) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 fn pp(a: usize) -> *mut c_void {
     std::ptr::without_provenance_mut(a)
 }
@@ -120,7 +129,14 @@ fn global() -> &'static Registry {
 /// next value in the same slot and parks it (without entering it, so `h`
 /// stays hot), then restores the stale `h` while another thread unrefs
 /// the new value. Returns how many new values were never dropped.
-fn stale_hot_race(r: &'static Registry, with: bool, budget: Duration) -> (usize, usize) {
+fn stale_hot_race(r: &'static Registry, with: bool) -> (usize, usize) {
+    // Natively, a time budget and a sweep of delays; under Miri, a few
+    // attempts, its scheduler's preemptions doing the sweeping.
+    let (budget, max) = if cfg!(miri) {
+        (Duration::MAX, 12)
+    } else {
+        (Duration::from_secs(4), usize::MAX)
+    };
     let go = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let target = Arc::new(AtomicUsize::new(0));
@@ -134,7 +150,7 @@ fn stale_hot_race(r: &'static Registry, with: bool, budget: Duration) -> (usize,
                     if g != seen {
                         break g;
                     }
-                    std::hint::spin_loop();
+                    relax();
                 };
                 if g == usize::MAX {
                     return;
@@ -147,7 +163,7 @@ fn stale_hot_race(r: &'static Registry, with: bool, budget: Duration) -> (usize,
     };
     let start = Instant::now();
     let (mut attempts, mut leaks) = (0, 0);
-    while start.elapsed() < budget && leaks == 0 {
+    while start.elapsed() < budget && attempts < max && leaks == 0 {
         attempts += 1;
         let (v, first) = Val::new();
         let h = r.save(v);
@@ -166,10 +182,12 @@ fn stale_hot_race(r: &'static Registry, with: bool, budget: Duration) -> (usize,
         target.store(h2 as usize, SeqCst);
         go.store(attempts, SeqCst);
         // Sweep the delay across the unref's barrier (a few µs).
-        let delay = Duration::from_nanos((attempts as u64 * 37) % 8000);
-        let t0 = Instant::now();
-        while t0.elapsed() < delay {
-            std::hint::spin_loop();
+        if !cfg!(miri) {
+            let delay = Duration::from_nanos((attempts as u64 * 37) % 8000);
+            let t0 = Instant::now();
+            while t0.elapsed() < delay {
+                std::hint::spin_loop();
+            }
         }
         let stale = if with {
             r.restore_with(h, |v: &mut Val| v.bump()).err()
@@ -178,12 +196,12 @@ fn stale_hot_race(r: &'static Registry, with: bool, budget: Duration) -> (usize,
         };
         assert_eq!(stale, Some(Error::Stale));
         while done.load(SeqCst) != attempts {
-            std::hint::spin_loop();
+            relax();
         }
         assert_eq!(first.load(SeqCst), 1);
         if dropped.load(SeqCst) != 1 {
             // Not late: nothing will ever drop it.
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
             if dropped.load(SeqCst) == 0 {
                 assert_eq!(r.restore::<Val>(h2).err(), Some(Error::Stale));
                 leaks += 1;
@@ -204,8 +222,7 @@ fn stale_hot_restore_racing_an_unref_of_the_slots_next_value_drops_it() {
     let _s = serial();
     let _w = watchdog("stale_hot_restore_racing_an_unref_of_the_slots_next_value_drops_it");
     let r: &'static Registry = Box::leak(Box::new(Registry::new()));
-    let budget = Duration::from_millis(if cfg!(miri) { 0 } else { 4000 });
-    let (attempts, leaks) = stale_hot_race(r, false, budget);
+    let (attempts, leaks) = stale_hot_race(r, false);
     assert_eq!(leaks, 0, "a value never dropped after {attempts} attempts");
 }
 
@@ -215,8 +232,7 @@ fn stale_hot_restore_racing_an_unref_of_the_slots_next_value_drops_it() {
 fn stale_hot_restore_with_racing_an_unref_of_the_slots_next_value_drops_it() {
     let _s = serial();
     let _w = watchdog("stale_hot_restore_with_racing_an_unref_of_the_slots_next_value_drops_it");
-    let budget = Duration::from_millis(if cfg!(miri) { 0 } else { 4000 });
-    let (attempts, leaks) = stale_hot_race(global(), true, budget);
+    let (attempts, leaks) = stale_hot_race(global(), true);
     assert_eq!(leaks, 0, "a value never dropped after {attempts} attempts");
 }
 
