@@ -51,8 +51,11 @@
 //! 3. **leave** (the guard's drop): clear the entry (`Release`: a stealer
 //!    that reads it cleared acquires every access made inside), light
 //!    barrier, load the word. Still `Parked(g, T)`: done. Otherwise step 4.
-//! 4. **after leaving**: a parked orphan of generation `g` with owner `T`:
-//!    try to dispose of it (step 8). Any other word with `WAITING` (at
+//! 4. **after leaving**: a parked orphan with owner `T`, of generation `g`
+//!    or of any other (an enter through the hot handle, below, may start
+//!    from a generation the slot has left, and its listing still counts
+//!    for a racing unref's step 7): try to dispose of it (step 8). Any
+//!    other word with `WAITING` (at
 //!    least `Parked(g, T) + WAITING`) may have a stealer waiting for this
 //!    entry: take the wait lock and wake all (a spurious wake-up costs a
 //!    waiter one more look).
@@ -122,7 +125,14 @@
 //! cleared whenever that id changes ([`enable`], [`disable`]) or an enter
 //! through it fails (unless a value's `Drop`, run by that failed enter,
 //! panics first: the entry then stays, and costs only a miss); the word
-//! loaded after the barrier still decides.
+//! loaded after the barrier still decides whether the thread enters.
+//! Its listing, though, is seen by an unref like any other: if the slot
+//! has moved on (the value taken, the index saved again and parked by
+//! this thread, not yet entered), an unref of the new value racing this
+//! failed enter may leave the drop to this thread, so step 4 disposes of
+//! this thread's parked orphan whatever its generation (an adversarial
+//! review found the leak when it required `g`; `loom_tests/parked.rs`
+//! models it).
 //!
 //! It has two entries: one for the global registry, a `static` whose
 //! slots never move, and one for the last handle of any other registry.

@@ -482,12 +482,21 @@ impl Registry {
     }
 
     /// Step 4: the owner left its parked borrow `word` and found `now`.
+    ///
+    /// A parked orphan of this thread's is tried whatever its generation.
+    /// An enter through the hot handle starts from the word the handle was
+    /// entered with, which the slot may have left since (the value taken,
+    /// the index saved and parked again): it fails, but its listing still
+    /// makes an unref racing it leave the drop to this thread (step 7).
+    /// Trying is always safe: this thread is not inside the slot (an enter
+    /// lists a slot only when the thread is not inside it already), and
+    /// the exchange of step 8 picks one disposer. The generation test this
+    /// once had leaked that value (`tests/adversarial_parked.rs`).
     #[cold]
     #[inline(never)]
     fn after_leaving(&self, slot: &Slot, word: usize, now: usize) {
         let parked_orphan = now & (LIVE | EXCLUSIVE | PARKED) == EXCLUSIVE | PARKED
-            && slot::borrow(now) == slot::borrow(word)
-            && slot::orphaned_generation(now) == slot::generation(word);
+            && slot::borrow(now) == slot::borrow(word);
         if parked_orphan {
             self.dispose_parked_orphan(slot, self.index_of_slot(slot), now);
         } else if now & WAITING != 0 {

@@ -122,6 +122,17 @@ fn global() -> &'static Registry {
     Registry::global()
 }
 
+/// Registries that live for the rest of the process and are not leaks:
+/// Miri reports memory that no static reaches.
+static KEPT: Mutex<Vec<&'static Registry>> = Mutex::new(Vec::new());
+
+/// A private registry another thread may borrow for `'static`.
+fn kept_registry() -> &'static Registry {
+    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    KEPT.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+    r
+}
+
 // ---------------------------------------------------------------------------
 // The stale hot handle.
 
@@ -221,7 +232,7 @@ fn stale_hot_race(r: &'static Registry, with: bool) -> (usize, usize) {
 fn stale_hot_restore_racing_an_unref_of_the_slots_next_value_drops_it() {
     let _s = serial();
     let _w = watchdog("stale_hot_restore_racing_an_unref_of_the_slots_next_value_drops_it");
-    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let r: &'static Registry = kept_registry();
     let (attempts, leaks) = stale_hot_race(r, false);
     assert_eq!(leaks, 0, "a value never dropped after {attempts} attempts");
 }
@@ -338,7 +349,7 @@ fn a_parked_global_handle_answers_as_one_that_never_parked() {
 fn a_parked_private_handle_answers_as_one_that_never_parked() {
     let _s = serial();
     let _w = watchdog("a_parked_private_handle_answers_as_one_that_never_parked");
-    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let r: &'static Registry = kept_registry();
     assert_eq!(run_script(r, true), run_script(r, false));
 }
 
@@ -373,7 +384,7 @@ fn forged_answers(r: &Registry, cands: &[usize]) -> Vec<String> {
 fn forged_integers_next_to_hot_handles_answer_as_on_a_fresh_thread() {
     let _s = serial();
     let _w = watchdog("forged_integers_next_to_hot_handles_answer_as_on_a_fresh_thread");
-    let private: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let private: &'static Registry = kept_registry();
     for r in [global(), private] {
         let (v, drops) = Val::new();
         let p = r.save(v);
@@ -485,10 +496,7 @@ fn two_threads_ping_pong_one_parked_handle() {
     let _w = watchdog("two_threads_ping_pong_one_parked_handle");
     let rounds = if cfg!(miri) { 3 } else { 40 };
     let burst = STREAK + 20;
-    for r in [
-        global(),
-        Box::leak(Box::new(Registry::new())) as &'static Registry,
-    ] {
+    for r in [global(), kept_registry()] {
         let (v, drops) = Val::new();
         let h = r.save(v) as usize;
         let barrier = Arc::new(Barrier::new(2));
@@ -537,7 +545,7 @@ fn steals_from_a_thread_parked_on_many_handles_and_blocked_inside_some() {
     let _s = serial();
     let _w = watchdog("steals_from_a_thread_parked_on_many_handles_and_blocked_inside_some");
     let (n, inside) = if cfg!(miri) { (12, 10) } else { (40, 10) };
-    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let r: &'static Registry = kept_registry();
     let mut drops = Vec::new();
     let hs: Vec<usize> = (0..n)
         .map(|_| {
@@ -669,7 +677,7 @@ fn after_forgetting(r: &Registry, p: *mut c_void, drops: &AtomicUsize) -> Vec<St
 fn forgotten_parked_guards() {
     let _s = serial();
     let _w = watchdog("forgotten_parked_guards");
-    let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let r: &'static Registry = kept_registry();
     let parked = std::thread::spawn(move || {
         let (v, d) = Val::new();
         let p = r.save(v);
@@ -862,7 +870,7 @@ impl Drop for PanicOnDrop {
 fn panics_unwinding_through_parked_guards() {
     let _s = serial();
     let _w = watchdog("panics_unwinding_through_parked_guards");
-    let private: &'static Registry = Box::leak(Box::new(Registry::new()));
+    let private: &'static Registry = kept_registry();
     for r in [global(), private] {
         for by_other in [false, true] {
             let drops = Arc::new(AtomicUsize::new(0));

@@ -12,12 +12,14 @@
 //! owner id, the four flags). The value is a loom cell: every access
 //! (owner inside, stealer's borrow, the drop) must be ordered after the
 //! previous ones, or loom fails the model; a lost wake-up is a deadlock.
-//! All three pass with `LOOM_MAX_PREEMPTIONS=7` (171 s; CI runs them at
-//! 4, about 2 s). They were checked against seeded bugs (2026-11-27): with
+//! The first three pass with `LOOM_MAX_PREEMPTIONS=7` (171 s; CI runs
+//! them at 4, about 2 s). They were checked against seeded bugs (2026-11-27): with
 //! either barrier weakened to an `Acquire` fence, all three fail (loom:
 //! concurrent writes to the value); with step 8's two disposers not
 //! arbitrated by an exchange, both unref models fail; without step 5's
-//! reload, loom reports the deadlock.
+//! reload, loom reports the deadlock. The fourth, a stale enter racing an
+//! unref of the slot's next value (2026-11-28), fails when step 4 disposes
+//! only of an orphan of the generation the owner entered with.
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{fence, AtomicUsize, Ordering};
@@ -93,18 +95,23 @@ impl Slot {
     /// A live slot at generation 0 that `OWNER` restored and parked
     /// (transitions 1 and 2 of today's protocol, then park).
     fn parked_by_owner() -> Slot {
+        Slot::parked_by_owner_at(0)
+    }
+
+    /// The same at generation `g`.
+    fn parked_by_owner_at(g: usize) -> Slot {
         let slot = Slot {
-            state: AtomicUsize::new(live(0)),
+            state: AtomicUsize::new(live(g)),
             value: UnsafeCell::new(0),
             drops: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
             lock: Mutex::new(()),
             woken: Condvar::new(),
         };
-        assert!(slot.borrow_slow(0, OWNER));
+        assert!(slot.borrow_slow(g, OWNER));
         slot.write();
-        slot.release(0, OWNER, true);
-        assert_eq!(slot.state.load(Ordering::Relaxed), parked(0, OWNER));
+        slot.release(g, OWNER, true);
+        assert_eq!(slot.state.load(Ordering::Relaxed), parked(g, OWNER));
         slot
     }
 
@@ -143,7 +150,9 @@ impl Slot {
         }
     }
 
-    /// Step 4.
+    /// Step 4. A parked orphan of `OWNER`'s is disposed of whatever its
+    /// generation: `g` may be a generation the slot has left (a stale hot
+    /// handle's enter), whose listing an unref may still have seen.
     fn after_leaving(&self, g: usize) {
         let word = self.state.load(Ordering::Acquire);
         if word == parked(g, OWNER) | WAITING {
@@ -382,5 +391,28 @@ fn a_steal_then_an_unref_against_the_owner() {
         });
         assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
         assert_eq!(slot.state.load(Ordering::Relaxed), at(1));
+    });
+}
+
+/// The owner enters through a stale hot handle: with the word of
+/// generation 0, which the slot has left (the value taken, the index saved
+/// again at generation 1 and parked by the owner). Meanwhile the other
+/// thread unrefs generation 1's value. The failed enter's listing may make
+/// the unref leave the drop to the owner, whose leave must then dispose of
+/// the orphan though it is not of the generation it entered with. The
+/// value drops once (the registry's step 4 once required the generation
+/// too, and leaked it: `tests/adversarial_parked.rs`).
+#[test]
+fn a_stale_enter_races_an_unref_of_the_next_value() {
+    model(|| {
+        let slot = Arc::new(Slot::parked_by_owner_at(1));
+        let other = {
+            let slot = slot.clone();
+            thread::spawn(move || slot.unref(1, OTHER))
+        };
+        assert_eq!(slot.enter(0), None, "generation 0 is stale");
+        other.join().unwrap();
+        assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
+        assert_eq!(slot.state.load(Ordering::Relaxed), at(2));
     });
 }
