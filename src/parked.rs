@@ -81,8 +81,9 @@
 //! 7. **unref** of `Parked(g, T)` never waits: it orphans the word like any
 //!    borrowed word (`g+1 EXCL PARKED T`: stale at once). Then the owner
 //!    knows from its own record whether it is inside; any other thread
-//!    heavy-fences and reads `T`'s record. Outside: step 8. Inside: the
-//!    owner's leave meets the orphan and disposes of it.
+//!    heavy-fences and reads `T`'s record. Not listed: step 8. Listed
+//!    (inside, or in a failed enter about to leave): the owner's leave
+//!    meets the orphan and disposes of it (step 4).
 //! 8. **dispose**: compare-exchange the parked orphan's exact word to
 //!    vacant; the winner drops the value and frees the index, and wakes
 //!    all if the orphan carried `WAITING`. The unref and the owner may
@@ -131,8 +132,9 @@
 //! this thread, not yet entered), an unref of the new value racing this
 //! failed enter may leave the drop to this thread, so step 4 disposes of
 //! this thread's parked orphan whatever its generation (an adversarial
-//! review found the leak when it required `g`; `loom_tests/parked.rs`
-//! models it).
+//! review found the leak when it required `g`); and a steal of the new
+//! value may wait on that listing, so step 4 wakes on any `WAITING`.
+//! `loom_tests/parked.rs` models both races.
 //!
 //! It has two entries: one for the global registry, a `static` whose
 //! slots never move, and one for the last handle of any other registry.

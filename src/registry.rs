@@ -486,12 +486,15 @@ impl Registry {
     /// A parked orphan of this thread's is tried whatever its generation.
     /// An enter through the hot handle starts from the word the handle was
     /// entered with, which the slot may have left since (the value taken,
-    /// the index saved and parked again): it fails, but its listing still
-    /// makes an unref racing it leave the drop to this thread (step 7).
-    /// Trying is always safe: this thread is not inside the slot (an enter
-    /// lists a slot only when the thread is not inside it already), and
-    /// the exchange of step 8 picks one disposer. The generation test this
-    /// once had leaked that value (`tests/adversarial_parked.rs`).
+    /// the index saved and parked again): it fails, but its listing may
+    /// still make an unref racing it leave the drop to this thread (step
+    /// 7). Trying is always safe. No thread is inside the orphan: only a
+    /// thread with this owner id can be, by a listing in this id's record,
+    /// and this thread is not (an enter lists a slot only when the thread
+    /// is not inside it already), nor is a dying thread that shares the id
+    /// (its lease stopped its parking first, see `thread`). And the
+    /// exchange of step 8 picks one disposer. The generation test this once
+    /// had leaked that value (`tests/adversarial_parked.rs`).
     #[cold]
     #[inline(never)]
     fn after_leaving(&self, slot: &Slot, word: usize, now: usize) {

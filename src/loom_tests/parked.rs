@@ -17,9 +17,11 @@
 //! either barrier weakened to an `Acquire` fence, all three fail (loom:
 //! concurrent writes to the value); with step 8's two disposers not
 //! arbitrated by an exchange, both unref models fail; without step 5's
-//! reload, loom reports the deadlock. The fourth, a stale enter racing an
-//! unref of the slot's next value (2026-11-28), fails when step 4 disposes
-//! only of an orphan of the generation the owner entered with.
+//! reload, loom reports the deadlock. Two more (2026-11-28) start from a
+//! stale enter, with a generation the slot has left: racing an unref of
+//! the slot's next value, it fails when step 4 disposes only of an orphan
+//! of the generation the owner entered with; racing a steal, loom reports
+//! a deadlock when step 4 wakes only for that generation's flagged word.
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{fence, AtomicUsize, Ordering};
@@ -134,7 +136,7 @@ impl Slot {
         }
         self.held.store(0, Ordering::Release);
         light_barrier();
-        self.after_leaving(g);
+        self.after_leaving();
         self.borrow_slow(g, OWNER).then_some(Held::Exclusive)
     }
 
@@ -144,21 +146,23 @@ impl Slot {
             Held::Parked => {
                 self.held.store(0, Ordering::Release);
                 light_barrier();
-                self.after_leaving(g);
+                self.after_leaving();
             }
             Held::Exclusive => self.release(g, OWNER, true),
         }
     }
 
-    /// Step 4. A parked orphan of `OWNER`'s is disposed of whatever its
-    /// generation: `g` may be a generation the slot has left (a stale hot
-    /// handle's enter), whose listing an unref may still have seen.
-    fn after_leaving(&self, g: usize) {
+    /// Step 4, as the registry's `after_leaving`. A parked orphan of
+    /// `OWNER`'s is disposed of whatever its generation, and any other
+    /// word with `WAITING` wakes all: the owner may have entered with a
+    /// generation the slot has left (a stale hot handle's enter), whose
+    /// listing an unref or a stealer may still have seen.
+    fn after_leaving(&self) {
         let word = self.state.load(Ordering::Acquire);
-        if word == parked(g, OWNER) | WAITING {
-            self.wake_all();
-        } else if word & (LIVE | PARKED) == PARKED && owner_of(word) == OWNER {
+        if word & (LIVE | PARKED) == PARKED && owner_of(word) == OWNER {
             self.dispose(word);
+        } else if word & WAITING != 0 {
+            self.wake_all();
         }
     }
 
@@ -414,5 +418,29 @@ fn a_stale_enter_races_an_unref_of_the_next_value() {
         other.join().unwrap();
         assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
         assert_eq!(slot.state.load(Ordering::Relaxed), at(2));
+    });
+}
+
+/// The same stale enter racing a steal of the slot's next value: the
+/// stealer may see the stale listing and wait, and only the owner's step 4
+/// wakes it, though the word it finds is not of the generation it entered
+/// with (a step 4 that woke only for `Parked(g, T) + WAITING` deadlocks
+/// here; found by a review of the fix above).
+#[test]
+fn a_stale_enter_races_a_steal_of_the_next_value() {
+    model(|| {
+        let slot = Arc::new(Slot::parked_by_owner_at(1));
+        let other = {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                assert!(slot.borrow_slow(1, OTHER));
+                slot.write();
+                slot.release(1, OTHER, false);
+            })
+        };
+        assert_eq!(slot.enter(0), None, "generation 0 is stale");
+        other.join().unwrap();
+        // SAFETY: both threads are done.
+        assert_eq!(slot.value.with(|p| unsafe { *p }), 2);
     });
 }
