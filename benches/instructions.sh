@@ -43,6 +43,7 @@ echo
 echo "| private registry, no callback | instructions per restore |"
 echo "|---|---|"
 echo "| private_restore (one handle restored over and over: parked, hot) | $(per private_restore) |"
+echo "| private_restore_with (the same with \`restore_with\`) | $(per private_restore_with) |"
 echo "| private_in_turn (two handles in turn: never parked) | $(per private_in_turn) |"
 echo
 echo "| called through a function pointer, no C loop | instructions per call |"

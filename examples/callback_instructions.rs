@@ -12,7 +12,8 @@
 //! new `Box<u64>`, then `Box::from_raw` and drop); or, with no C loop
 //! either, `private_restore` (N restores of one handle of a private
 //! registry holding 1000 values, parked and this thread's hot handle after
-//! a warm-up) or `private_in_turn` (N restores of two of its handles in
+//! a warm-up), `private_restore_with` (the same with `restore_with`) or
+//! `private_in_turn` (N restores of two of its handles in
 //! turn, which never park); or `static_call` (N calls, through its function
 //! pointer, of a static trampoline whose closure adds to a sum) beside
 //! `user_data_call` (N calls of a `user_data` trampoline doing the same with
@@ -64,7 +65,7 @@ fn main() {
         [_, kind, n] => (kind.as_str(), n.parse::<i64>().expect("N is a number")),
         _ => {
             eprintln!(
-                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox|private_restore|private_in_turn|static_call|user_data_call N"
+                "usage: callback_instructions direct|restore|lent|restore_with|lent_with|scope|visitor|save_unref|box_unbox|private_restore|private_restore_with|private_in_turn|static_call|user_data_call N"
             );
             std::process::exit(2);
         }
@@ -127,11 +128,20 @@ fn main() {
             }
             sum
         }
-        "private_restore" | "private_in_turn" => {
+        "private_restore" | "private_restore_with" | "private_in_turn" => {
             let r = Registry::new();
             let handles: Vec<_> = (0..1000).map(|_| r.save(0i64)).collect();
             let (p, q) = (handles[499], handles[500]);
-            if kind == "private_restore" {
+            if kind == "private_restore_with" {
+                for _ in 0..5000 {
+                    r.restore_with(std::hint::black_box(p), |v: &mut i64| *v += 0)
+                        .unwrap();
+                }
+                for i in 0..n {
+                    r.restore_with(std::hint::black_box(p), |v: &mut i64| *v += i)
+                        .unwrap();
+                }
+            } else if kind == "private_restore" {
                 // The same for N and for none: enough restores of `p` in a
                 // row that it parks and is this thread's hot handle.
                 for _ in 0..5000 {

@@ -539,6 +539,45 @@ mod private_hot {
         assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
     }
 
+    /// `restore_with` reads a private registry's entry on its inline path
+    /// too (it once went out of line for every registry but the global
+    /// one), with `restore`'s answers.
+    #[test]
+    fn restore_with_keeps_every_check_through_a_private_hot_handle() {
+        if !parks() {
+            return;
+        }
+        let r = Registry::new();
+        let (p, drops) = counted(&r);
+        make_private_hot(&r, p);
+        let word = r.word(p);
+        for _ in 0..10 {
+            r.restore_with(p, |c: &mut Counted| c.0 += 1).unwrap();
+        }
+        assert_eq!(r.word(p), word, "entered without touching the word");
+        assert!(r.hot_private(p).is_some());
+        assert_eq!(
+            crate::restore_with(p, |_: &mut Counted| ()),
+            Err(Error::WrongRegistry)
+        );
+        let nested = r.restore_with(p, |_: &mut Counted| {
+            r.restore_with(p, |_: &mut Counted| ()).err()
+        });
+        assert_eq!(nested, Ok(Some(Error::Busy)));
+        // The nested enter failed and forgot the entry; the next restore
+        // finds the parked word from the index and sets it again.
+        r.restore_with(p, |c: &mut Counted| c.0 += 1).unwrap();
+        assert!(r.hot_private(p).is_some());
+        assert!(matches!(
+            r.restore_with(p, |_: &mut u8| ()),
+            Err(Error::WrongType { .. })
+        ));
+        assert!(r.hot_private(p).is_none(), "a refused enter forgets it");
+        assert_eq!(r.take::<Counted>(p).unwrap().0, u64::from(STREAK) + 12);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(r.restore_with(p, |_: &mut Counted| ()), Err(Error::Stale));
+    }
+
     #[test]
     fn a_private_and_the_global_hot_handle_are_kept_side_by_side() {
         let Some((g, _)) = hot_value() else {

@@ -253,7 +253,8 @@ impl Registry {
         }
     }
 
-    fn is_global(&self) -> bool {
+    #[inline(always)]
+    pub(crate) fn is_global(&self) -> bool {
         std::ptr::eq(self, &GLOBAL)
     }
 

@@ -108,7 +108,14 @@ impl Registry {
     #[cfg(not(all(loom, test)))]
     #[inline(always)]
     fn enter_hot<T: Any + Send>(&self, ptr: *mut c_void) -> Hot<'_> {
-        let Some((slot, word)) = self.hot(ptr) else {
+        // Each registry reads its own entry: the test folds away in the
+        // free functions, whose registry is the global one.
+        let hot = if self.is_global() {
+            self.hot(ptr)
+        } else {
+            self.hot_private(ptr)
+        };
+        let Some((slot, word)) = hot else {
             return Hot::No;
         };
         // Never taken: a hot handle's word is always a parked word (see

@@ -452,18 +452,22 @@ impl<F: Signature, const N: usize> Pool<F, N> {
             return None;
         }
         // Stale (released meanwhile) or Busy (re-entered on this thread):
-        // both are answered with the fallback.
-        let mut entry = created()?.restore::<Entry<F>>(handle_ptr(word)).ok()?;
-        let frame = InCall {
-            handle: word,
-            prev: CALLS.with(Cell::get),
-        };
-        // Popped before `entry` releases the borrow (declared after it).
-        let _calling = Calling::push(&frame);
-        let Entry { callback, carrier } = &mut *entry;
-        let callback = callback.as_mut()?;
-        // Dropping `entry` cannot unwind: see `Entry`'s `Drop`.
-        carrier.catch(|| F::invoke(callback, args))
+        // both are answered with the fallback. The release, which may drop
+        // the entry, cannot unwind: see `Entry`'s `Drop`.
+        created()?
+            .restore_with(handle_ptr(word), |entry: &mut Entry<F>| {
+                let frame = InCall {
+                    handle: word,
+                    prev: CALLS.with(Cell::get),
+                };
+                // Popped when this closure returns, before the release.
+                let _calling = Calling::push(&frame);
+                let Entry { callback, carrier } = entry;
+                let callback = callback.as_mut()?;
+                carrier.catch(|| F::invoke(callback, args))
+            })
+            .ok()
+            .flatten()
     }
 
     /// Claims a free slot, searching round-robin from the cursor so that a
