@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use handle_registry::panic::PanicCarrier;
-use handle_registry::static_callbacks;
 
 static GLOBAL_SUM: AtomicU64 = AtomicU64::new(0);
 
@@ -22,30 +21,9 @@ extern "C" fn direct(x: u64) -> u64 {
     GLOBAL_SUM.fetch_add(x, Ordering::Relaxed) + x
 }
 
-static_callbacks! {
-    /// One slot: the bench holds it for the whole run.
-    static ADD: [extern "C" fn(x: u64) -> u64; 1];
-}
-
-/// The state a `user_data` trampoline reaches through the registry, with
-/// the same panic catching as a static trampoline does.
-struct UserData {
-    sum: u64,
-    carrier: PanicCarrier,
-}
-
-extern "C" fn with_user_data(user_data: *mut c_void, x: u64) -> u64 {
-    let Ok(mut state) = handle_registry::restore::<UserData>(user_data) else {
-        return 0;
-    };
-    let UserData { sum, carrier } = &mut *state;
-    carrier
-        .catch(|| {
-            *sum += x;
-            *sum
-        })
-        .unwrap_or(0)
-}
+#[path = "common/static_calls.rs"]
+mod static_calls;
+use static_calls::{adder, with_user_data, UserData, ADD};
 
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("call");
@@ -53,13 +31,7 @@ fn dispatch(c: &mut Criterion) {
     let f: extern "C" fn(u64) -> u64 = black_box(direct);
     group.bench_function("direct_global", |b| b.iter(|| f(black_box(1))));
 
-    let mut sum = 0u64;
-    let guard = ADD
-        .acquire(Box::new(move |x| {
-            sum += x;
-            sum
-        }))
-        .unwrap();
+    let guard = ADD.acquire(adder()).unwrap();
     let f = black_box(guard.fn_ptr());
     group.bench_function("static_trampoline", |b| b.iter(|| f(black_box(1))));
     guard.finish();

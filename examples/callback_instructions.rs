@@ -24,36 +24,14 @@ use std::ffi::c_void;
 
 use handle_registry::demo::traverse::repeat_start;
 use handle_registry::panic::PanicCarrier;
-use handle_registry::{demo::ffi, static_callbacks, Handle, Registry};
+use handle_registry::{demo::ffi, Handle, Registry};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
+#[path = "../benches/common/static_calls.rs"]
+mod static_calls;
 use common::{direct_start, registry_start, registry_with_start, scoped_start, Sum};
-
-static_callbacks! {
-    /// One slot, held for the whole run.
-    static ADD: [extern "C" fn(x: u64) -> u64; 1];
-}
-
-/// The state of `user_data_call`'s trampoline.
-struct UserData {
-    sum: u64,
-    carrier: PanicCarrier,
-}
-
-/// A `user_data` trampoline with the panic catching a static one has.
-extern "C" fn with_user_data(user_data: *mut c_void, x: u64) -> u64 {
-    let Ok(mut state) = handle_registry::restore::<UserData>(user_data) else {
-        return 0;
-    };
-    let UserData { sum, carrier } = &mut *state;
-    carrier
-        .catch(|| {
-            *sum += x;
-            *sum - x
-        })
-        .unwrap_or(0)
-}
+use static_calls::{adder, with_user_data, UserData, ADD};
 
 /// Enough calls that the entry parks and is the thread's hot handle: the
 /// same for N and for none.
@@ -161,17 +139,11 @@ fn main() {
             handles.into_iter().map(|h| r.take::<i64>(h).unwrap()).sum()
         }
         "static_call" => {
-            let mut total = 0u64;
-            let guard = ADD
-                .acquire(Box::new(move |x| {
-                    total += x;
-                    total - x
-                }))
-                .unwrap();
+            let guard = ADD.acquire(adder()).unwrap();
             let f = std::hint::black_box(guard.fn_ptr());
             (0..WARM_UP).for_each(|_| assert_eq!(f(0), 0));
-            // Each call returns the sum before it: 0 + 1 + ... + (n - 1).
-            let sum = (0..n).map(|_| f(std::hint::black_box(1)) as i64).sum();
+            // The k-th call returns k: the sum of k - 1 is 0 + ... + (n - 1).
+            let sum = (0..n).map(|_| f(std::hint::black_box(1)) as i64 - 1).sum();
             guard.finish();
             sum
         }
@@ -183,7 +155,9 @@ fn main() {
             let f: extern "C" fn(*mut c_void, u64) -> u64 = std::hint::black_box(with_user_data);
             let p = state.as_ptr();
             (0..WARM_UP).for_each(|_| assert_eq!(f(p, 0), 0));
-            (0..n).map(|_| f(std::hint::black_box(p), 1) as i64).sum()
+            (0..n)
+                .map(|_| f(std::hint::black_box(p), 1) as i64 - 1)
+                .sum()
         }
         other => {
             eprintln!("unknown kind {other}");
