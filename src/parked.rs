@@ -120,7 +120,9 @@
 //! The thread keeps the result for the last handle it entered parked, in
 //! [`Parking`] (or [`PrivateHot`], below), and a `restore` of that handle
 //! skips straight to step 2's store (for a registry other than the global
-//! one, after the split that checks the handle's registry id). The cache
+//! one, `restore` reads the entry after the split that checks the handle's
+//! registry id; `restore_with` reads it first, the serial being check
+//! enough). The cache
 //! is only a shortcut to the same slot and word: it is set from the
 //! values step 2 just used, with the thread's current parking id, and
 //! cleared whenever that id changes ([`enable`], [`disable`]) or an enter

@@ -635,11 +635,13 @@ impl Registry {
     /// reused after a registry is dropped, serials never are, so an entry
     /// left by a dropped registry matches no live one.
     ///
-    /// Apart from [`hot`](Registry::hot), and read after the handle is
-    /// split rather than beside the global entry: with one lookup for both
-    /// entries, the compiler merged their tests, and the free functions'
-    /// `restore` took 5 more instructions for the global entry alone
-    /// (BENCHMARKS.md, "A hot handle for every registry").
+    /// Apart from [`hot`](Registry::hot), and read in `borrow_fast` after
+    /// the handle is split rather than beside the global entry: with one
+    /// lookup for both entries, the compiler merged their tests, and the
+    /// free functions' `restore` took 5 more instructions for the global
+    /// entry alone (BENCHMARKS.md, "A hot handle for every registry").
+    /// `restore_with`'s inline enter reads it without the split: the
+    /// serial alone ties the entry to this registry.
     #[cfg(not(all(loom, test)))]
     #[inline(always)]
     pub(crate) fn hot_private(&self, ptr: *mut c_void) -> Option<(&Slot, usize)> {
