@@ -346,13 +346,28 @@ fn against_the_owner(rounds: usize, other: impl FnOnce(&Slot) + Send + 'static) 
     slot
 }
 
-/// The other thread's borrow (a steal), its write and its release; `false`
-/// when the handle was stale.
-fn borrow_and_write(slot: &Slot) -> bool {
-    let live = slot.borrow_slow(0, OTHER);
+/// The owner, whose hot handle is still generation 0's, enters through
+/// it while `other` runs on a second thread: the slot has left generation
+/// 0 (its value taken, the index saved again at generation 1 and parked by
+/// the owner), so the enter fails. Returns the slot when both are done.
+fn stale_enter_against(other: impl FnOnce(&Slot) + Send + 'static) -> Arc<Slot> {
+    let slot = Arc::new(Slot::parked_by_owner_at(1));
+    let thread = {
+        let slot = slot.clone();
+        thread::spawn(move || other(&slot))
+    };
+    assert_eq!(slot.enter(0), None, "generation 0 is stale");
+    thread.join().unwrap();
+    slot
+}
+
+/// The other thread's borrow of generation `g` (a steal), its write and
+/// its release; `false` when the handle was stale.
+fn borrow_and_write(slot: &Slot, g: usize) -> bool {
+    let live = slot.borrow_slow(g, OTHER);
     if live {
         slot.write();
-        slot.release(0, OTHER, false);
+        slot.release(g, OTHER, false);
     }
     live
 }
@@ -363,7 +378,7 @@ fn borrow_and_write(slot: &Slot) -> bool {
 #[test]
 fn a_steal_waits_for_the_owner_inside() {
     model(|| {
-        let slot = against_the_owner(2, |slot| assert!(borrow_and_write(slot)));
+        let slot = against_the_owner(2, |slot| assert!(borrow_and_write(slot, 0)));
         // SAFETY: both threads are done.
         assert_eq!(slot.value.with(|p| unsafe { *p }), 4);
         let word = slot.state.load(Ordering::Relaxed);
@@ -390,7 +405,7 @@ fn an_unref_races_the_owners_fast_borrow() {
 fn a_steal_then_an_unref_against_the_owner() {
     model(|| {
         let slot = against_the_owner(2, |slot| {
-            borrow_and_write(slot);
+            borrow_and_write(slot, 0);
             slot.unref(0, OTHER);
         });
         assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
@@ -398,10 +413,9 @@ fn a_steal_then_an_unref_against_the_owner() {
     });
 }
 
-/// The owner enters through a stale hot handle: with the word of
-/// generation 0, which the slot has left (the value taken, the index saved
-/// again at generation 1 and parked by the owner). Meanwhile the other
-/// thread unrefs generation 1's value. The failed enter's listing may make
+/// The owner enters through a stale hot handle (see
+/// [`stale_enter_against`]) while the other thread unrefs generation 1's
+/// value. The failed enter's listing may make
 /// the unref leave the drop to the owner, whose leave must then dispose of
 /// the orphan though it is not of the generation it entered with. The
 /// value drops once (the registry's step 4 once required the generation
@@ -409,13 +423,7 @@ fn a_steal_then_an_unref_against_the_owner() {
 #[test]
 fn a_stale_enter_races_an_unref_of_the_next_value() {
     model(|| {
-        let slot = Arc::new(Slot::parked_by_owner_at(1));
-        let other = {
-            let slot = slot.clone();
-            thread::spawn(move || slot.unref(1, OTHER))
-        };
-        assert_eq!(slot.enter(0), None, "generation 0 is stale");
-        other.join().unwrap();
+        let slot = stale_enter_against(|slot| slot.unref(1, OTHER));
         assert_eq!(slot.drops.load(Ordering::Relaxed), 1);
         assert_eq!(slot.state.load(Ordering::Relaxed), at(2));
     });
@@ -429,17 +437,7 @@ fn a_stale_enter_races_an_unref_of_the_next_value() {
 #[test]
 fn a_stale_enter_races_a_steal_of_the_next_value() {
     model(|| {
-        let slot = Arc::new(Slot::parked_by_owner_at(1));
-        let other = {
-            let slot = slot.clone();
-            thread::spawn(move || {
-                assert!(slot.borrow_slow(1, OTHER));
-                slot.write();
-                slot.release(1, OTHER, false);
-            })
-        };
-        assert_eq!(slot.enter(0), None, "generation 0 is stale");
-        other.join().unwrap();
+        let slot = stale_enter_against(|slot| assert!(borrow_and_write(slot, 1)));
         // SAFETY: both threads are done.
         assert_eq!(slot.value.with(|p| unsafe { *p }), 2);
     });
