@@ -907,3 +907,174 @@ fn scope_unwinding_waits_for_a_hot_call_on_another_thread() {
     assert_eq!(local[1], 7);
     assert_eq!(local[0] as usize, HOT + 1);
 }
+
+// ---------------------------------------------------------------------
+// Other registries' parked borrows beside the pool's
+// ---------------------------------------------------------------------
+
+static_callbacks! {
+    static BESIDE: [extern "C" fn(n: i32) -> i32; 2] else -1;
+    static BESIDE2: [extern "C" fn(n: i32) -> i32; 2] else -1;
+    static NASTY: [extern "C" fn(n: i32) -> i32; 2] else -1;
+}
+
+/// Promise: the pool's entries share this thread's private hot-handle
+/// entry with every other registry. A user registry's handle restored
+/// inside each call (so the two alternate as the hot handle), and a
+/// parked guard of it held across calls (so the pool's enter is nested,
+/// not "alone"), change no answer; a self-release made while that guard
+/// is held drops the closure exactly once.
+#[test]
+fn user_registry_parked_borrows_beside_the_pools() {
+    let r: &'static handle_registry::Registry =
+        Box::leak(Box::new(handle_registry::Registry::new()));
+    let h = r.save(0u64) as usize;
+    let hp = || std::ptr::without_provenance_mut(h);
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    let g = BESIDE
+        .acquire(Box::new(move |n| {
+            c2.fetch_add(1, SeqCst);
+            // Busy when the caller holds it; else restores it (parks it).
+            if let Ok(mut v) = r.restore::<u64>(std::ptr::without_provenance_mut(h)) {
+                *v += 1;
+            }
+            n + 1
+        }))
+        .unwrap();
+    let f = g.fn_ptr();
+    for _ in 0..3 {
+        warm(f, 2);
+    }
+    assert_eq!(*r.restore::<u64>(hp()).unwrap(), 3 * HOT as u64);
+    for _ in 0..HOT {
+        drop(r.restore::<u64>(hp()).unwrap());
+    }
+    {
+        let held = r.restore::<u64>(hp()).unwrap();
+        warm(f, 2);
+        warm(f, 2);
+        assert_eq!(*held, 3 * HOT as u64);
+    }
+    assert_eq!(count.load(SeqCst), 5 * HOT);
+    g.finish();
+
+    // Self-release while a parked guard of another registry is held.
+    let drops = counter();
+    let c = Counted(drops.clone());
+    let me: Arc<Mutex<Option<SlotGuard<Cb, 2>>>> = Arc::new(Mutex::new(None));
+    let me2 = me.clone();
+    let g = BESIDE2
+        .acquire(Box::new(move |n| {
+            let _ = &c;
+            if n == 0 {
+                drop(me2.lock().unwrap().take());
+                return 0;
+            }
+            n + 1
+        }))
+        .unwrap();
+    let f = g.fn_ptr();
+    *me.lock().unwrap() = Some(g);
+    {
+        let _held = r.restore::<u64>(hp()).unwrap();
+        warm(f, 2);
+        warm(f, 2);
+        assert_eq!(f(0), 0);
+        assert_eq!(drops.load(SeqCst), 1);
+        warm(f, -1);
+    }
+    r.unref(hp()).unwrap();
+}
+
+static_callbacks! {
+    static SHARED_ID: [extern "C" fn(n: i32) -> i32; 1] else -1;
+}
+
+thread_local! {
+    static LATE_LOOP: RefCell<OnDrop> = const { RefCell::new(OnDrop(None)) };
+}
+
+/// Promise: calls of one closure are serialised, even between a thread in
+/// thread-local teardown (its lease gone, its park still in the slot) and
+/// a new thread that may have been handed the same owner id and inherits
+/// that park; no call is lost or doubled; a release afterwards waits.
+#[test]
+fn calls_stay_serialised_between_a_dying_thread_and_its_ids_heir() {
+    let _w = watchdog("calls_stay_serialised_between_a_dying_thread_and_its_ids_heir");
+    let inside = Arc::new(AtomicBool::new(false));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (i2, o2, c2) = (inside.clone(), overlaps.clone(), calls.clone());
+    let g = SHARED_ID
+        .acquire(Box::new(move |n| {
+            if i2.swap(true, SeqCst) {
+                o2.fetch_add(1, SeqCst);
+            }
+            c2.fetch_add(1, SeqCst);
+            std::hint::spin_loop();
+            i2.store(false, SeqCst);
+            n + 1
+        }))
+        .unwrap();
+    let f = g.fn_ptr();
+    let per = common::rounds(20_000, 20);
+    let mut ok_total = 0;
+    for _ in 0..common::rounds(3, 1) {
+        let (late_tx, late_rx) = mpsc::channel::<()>();
+        let (ok_tx, ok_rx) = mpsc::channel::<usize>();
+        let a = thread::spawn(move || {
+            // Registered first: runs after the lease gave the id back.
+            LATE_LOOP.with(|l| {
+                l.borrow_mut().0 = Some(Box::new(move || {
+                    let _ = late_tx.send(());
+                    let ok = (0..per).filter(|_| f(1) == 2).count();
+                    let _ = ok_tx.send(ok);
+                }))
+            });
+            warm(f, 2); // parks the entry with this thread's id
+        });
+        late_rx.recv().unwrap();
+        // Likely handed A's id (last in, first out): inherits its park.
+        let b = thread::spawn(move || (0..per).filter(|_| f(1) == 2).count());
+        ok_total += b.join().unwrap();
+        a.join().unwrap();
+        ok_total += ok_rx.recv().unwrap() + HOT;
+    }
+    g.finish();
+    assert_eq!(
+        overlaps.load(SeqCst),
+        0,
+        "two calls of one closure overlapped"
+    );
+    assert_eq!(calls.load(SeqCst), ok_total);
+}
+
+/// Promise: no abort, whatever the payloads: a closure releases itself,
+/// then panics with a payload whose `Drop` panics too (dropped inside the
+/// trampoline, with the entry).
+#[test]
+fn self_release_then_a_panic_whose_payload_panics_when_dropped() {
+    quiet_panics();
+    struct Nasty;
+    impl Drop for Nasty {
+        fn drop(&mut self) {
+            panic!("adv: payload drop");
+        }
+    }
+    let me: Arc<Mutex<Option<SlotGuard<Cb, 2>>>> = Arc::new(Mutex::new(None));
+    let me2 = me.clone();
+    let g = NASTY
+        .acquire(Box::new(move |n| {
+            if n == 0 {
+                drop(me2.lock().unwrap().take());
+                std::panic::panic_any(Nasty);
+            }
+            n + 1
+        }))
+        .unwrap();
+    let f = g.fn_ptr();
+    *me.lock().unwrap() = Some(g);
+    warm(f, 2);
+    assert_eq!(f(0), -1);
+}
