@@ -1,4 +1,4 @@
-//! Adversarial review (round s19) of `static_trampoline`: its call path
+//! Adversarial review of `static_trampoline` (the sixth review): its call path
 //! through `Registry::restore_with` on the pools' private registry, which
 //! reads that registry's hot-handle entry inline. Public API only.
 //!
@@ -189,10 +189,10 @@ fn self_release_inside_a_hot_call() {
     }
 }
 
-/// What happens to a panic of a call that released its own guard first:
-/// docs say a call's panic is resumed by `finish` or the guard's drop,
-/// which already ran. Checks that nothing aborts or leaks; records that
-/// the panic is not reported anywhere (see the report).
+/// Promise (module docs, "Panics", the self-release exception): a panic
+/// of a call that released its own guard first has nobody to reach, so it
+/// is caught and dropped; the call returns the fallback, nothing aborts
+/// or leaks.
 #[test]
 fn self_release_then_panic_in_the_same_call() {
     quiet_panics();
@@ -546,9 +546,9 @@ static_callbacks! {
     static FORGOTTEN: [extern "C" fn(n: i32) -> i32; 2] else -1;
 }
 
-/// What `mem::forget` of a guard does (undocumented for `SlotGuard`): the
-/// slot stays bound for good and the closure keeps running; the closure
-/// is leaked, never dropped.
+/// Promise (module docs, "`mem::forget` of a `SlotGuard`"): the slot
+/// stays bound for good and the closure keeps running; the closure is
+/// leaked, never dropped.
 #[test]
 fn forgotten_guard_keeps_its_slot_bound() {
     let drops = counter();
@@ -827,10 +827,10 @@ fn captured_drop_reenters_the_pool() {
     assert_eq!(message(&*e), Some("adv: captured drop"));
 }
 
-/// Promise (docs: "a panic from the closure's `Drop` when it is unbound"
-/// is resumed by finish/drop): on a self-release the closure's `Drop` runs
-/// inside the trampoline; checks it does not unwind into C or abort, and
-/// records where (if anywhere) it is reported.
+/// Promise (module docs, "Panics", the self-release exception): on a
+/// self-release the closure's `Drop` runs inside the trampoline when the
+/// call ends; its panic neither unwinds into C nor aborts, and is caught
+/// and dropped there.
 #[test]
 fn self_release_with_a_panicking_closure_drop() {
     quiet_panics();
@@ -879,6 +879,8 @@ fn scope_unwinding_waits_for_a_hot_call_on_another_thread() {
     let done = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<()>();
     let tx = Mutex::new(tx);
+    // The caller is joined after the unwind (a forgotten handle would leak).
+    let caller = Mutex::new(None);
     let r = catch_unwind(AssertUnwindSafe(|| {
         let _ = SCOPED.scope(
             Box::new(|n| {
@@ -897,13 +899,19 @@ fn scope_unwinding_waits_for_a_hot_call_on_another_thread() {
                     f(0)
                 });
                 rx.recv().unwrap();
-                std::mem::forget(t); // not joined: the body unwinds now
+                *caller.lock().unwrap() = Some(t); // not joined: the body unwinds now
                 panic!("adv: body");
             },
         );
     }));
     assert_eq!(message(&*r.unwrap_err()), Some("adv: body"));
     assert!(done.load(SeqCst), "scope ended during a call");
+    let caller = caller
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the caller was spawned");
+    assert_eq!(caller.join().unwrap(), 1);
     assert_eq!(local[1], 7);
     assert_eq!(local[0] as usize, HOT + 1);
 }
