@@ -108,7 +108,14 @@
 //!   [`SlotGuard::finish`] or the guard's drop, or returned by
 //!   [`SlotGuard::try_finish`], whichever thread the call ran on. So is a
 //!   panic from the closure's `Drop` when it is unbound; a guard dropped
-//!   while its thread unwinds drops either panic instead.
+//!   while its thread unwinds drops either panic instead. The exception is
+//!   a closure that released its own guard (step 4): nothing is left to
+//!   hand a panic to, so a panic later in that call (the call returns the
+//!   fallback) or from the closure's `Drop` when that call ends is caught
+//!   and dropped.
+//! * **`mem::forget` of a [`SlotGuard`]** leaks it: the closure is never
+//!   dropped and stays bound, its function pointer keeps calling it, and
+//!   the pool has one slot fewer for the rest of the process.
 //!
 //! **The limit.** A call carries nothing that says which owner it is
 //! meant for: a late call through a released guard's function pointer
@@ -152,30 +159,36 @@
 //!
 //! # Cost per call
 //!
-//! A call is a slot load, a registry lookup (read lock, generation and
-//! type check, one compare-exchange on the entry's borrow word), the
-//! closure call through a `dyn FnMut` inside `catch_unwind`, and the
-//! borrow's release: what a `user_data` trampoline that uses
-//! [`restore`](crate::restore) and a [`PanicCarrier`](crate::panic::PanicCarrier)
-//! pays, plus one atomic load. `benches/static_trampoline.rs` measures the
-//! three ways of reaching state from a callback, each called through a
-//! function pointer (criterion medians over three runs on a shared 2-core
-//! x86-64 VM, hence the ranges):
+//! A call is a slot load, a [`restore_with`](crate::Registry::restore_with)
+//! of the entry in the pool's registry (no lock; no locked instruction
+//! either when the calling thread keeps calling the same closure: README's
+//! "Parked borrows"), a record on this thread's stack of calls,
+//! and the closure called through a `dyn FnMut` inside `catch_unwind`.
+//! That is what a `user_data` trampoline using
+//! [`restore`](crate::restore) and a
+//! [`PanicCarrier`](crate::panic::PanicCarrier) pays, plus the slot load
+//! and the record. `benches/static_trampoline.rs` measures the three ways
+//! of reaching state from a callback, each called through a function
+//! pointer (criterion medians of four runs, 2026-11-28, on a shared
+//! 2-core x86-64 VM, hence the ranges; `benches/instructions.sh` counts
+//! the instructions):
 //!
-//! | callback | ns per call |
-//! | --- | --- |
-//! | direct `extern "C" fn` using a global | 2.1–2.6 |
-//! | static trampoline | 19–36 |
-//! | `user_data` trampoline (`restore` + `PanicCarrier`) | 23–29 |
+//! | callback | ns per call | instructions |
+//! | --- | --- | --- |
+//! | direct `extern "C" fn` using a global | 2.1–2.2 | |
+//! | static trampoline | 7.3–9.3 | 122 |
+//! | `user_data` trampoline (`restore` + `PanicCarrier`) | 4.4–5.2 | 83 |
 //!
-//! The two trampolines are within run-to-run noise of each other: the
-//! price is the registry's checked lookup, not the missing `user_data`.
+//! So the missing `user_data` costs about 1.6–2× a `user_data`
+//! trampoline: the pool's bookkeeping, not the registry's lookup.
 //! Calls of one closure from several threads at once are serialised, and
 //! a waiting call parks.
 //!
-//! Acquiring and releasing a slot cost a registry save and take (a write
-//! lock each) and two allocations (the boxed closure and its entry): bind
-//! once per C operation, not once per call.
+//! Acquiring and releasing a slot cost a save and a take in the pool's
+//! registry (each takes its free-list lock: a registry other than the
+//! global one has no per-thread cache, `src/free.rs`) and two
+//! allocations (the boxed closure and its entry): bind once per C
+//! operation, not once per call.
 
 mod macros;
 mod pool;

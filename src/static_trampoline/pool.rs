@@ -557,7 +557,10 @@ impl<F: Signature, const N: usize> fmt::Debug for Pool<F, N> {
 /// flight on other threads, frees the slot, and resumes a panic caught in
 /// a call, or else one from the closure's `Drop` (unless this thread is
 /// already panicking: the panic is then dropped, never a double-panic
-/// abort).
+/// abort). The closure may drop its own guard during a call: the slot is
+/// freed at once and the closure when that call returns, and a panic
+/// after that point is dropped, since no guard is left to resume it.
+/// A guard passed to `mem::forget` keeps its slot bound for good.
 ///
 /// ```
 /// use handle_registry::static_callbacks;
