@@ -155,9 +155,11 @@ pub enum SendError {
     /// A stream's buffer holds `capacity` unread items: the item was
     /// refused, the stream stays open. See [`stream()`].
     Full,
-    /// Only from the `_from_c` variants: a panic (from the consumer's
-    /// waker, or from dropping a refused value) was caught and discarded,
-    /// so that it could not unwind into C.
+    /// Only from the `_from_c` variants: a panic was caught and discarded,
+    /// so that it could not unwind into C. It says nothing of delivery: a
+    /// panic of the consumer's waker comes *after* the value was delivered
+    /// (the future or stream gets it), one from dropping a refused value
+    /// after it was refused.
     Panicked,
 }
 
@@ -217,16 +219,20 @@ fn end_consumer<S, L: IntoIterator>(
     // the handle is stale already after a completion or a destroy-notify,
     // which is no refusal.
     let _ = crate::Registry::global().unref_with(user_data, true);
-    drop(waker);
-    drop_leftovers(leftovers);
+    // The waker is the executor's, and its drop may panic too: caught like
+    // the leftovers', since the consumer may be dropped by an unwind.
+    let panic = catch_unwind(AssertUnwindSafe(move || drop(waker))).err();
+    drop_leftovers(panic, leftovers);
 }
 
-/// Drops leftovers each in turn. A panic of theirs propagates once all are
-/// dropped (the first one), as from dropping any collection, unless this
-/// thread is already unwinding, where it is discarded rather than abort
-/// the process.
-fn drop_leftovers<V>(leftovers: impl IntoIterator<Item = V>) {
-    let mut panic = None;
+/// Drops leftovers each in turn, after `panic`, one already caught. The
+/// first panic propagates once all are dropped, as from dropping any
+/// collection, unless this thread is already unwinding, where it is
+/// discarded rather than abort the process.
+fn drop_leftovers<V>(
+    mut panic: Option<Box<dyn std::any::Any + Send>>,
+    leftovers: impl IntoIterator<Item = V>,
+) {
     for value in leftovers {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
             crate::panic::keep_first(&mut panic, payload);

@@ -272,6 +272,12 @@ pub fn complete_from_c<T: Send + 'static>(
 /// the handle is destroyed without a completion (a destroy-notify called
 /// [`c_unref`](crate::c_unref) on it). Dropping it cancels the request: its
 /// handle turns stale, and a value delivered but not yet awaited is dropped.
+/// A panic from that value's `Drop`, or from the stored waker's, comes out
+/// of the future's drop (caught and discarded when the thread is already
+/// unwinding: never an abort). A future passed to `mem::forget` leaks what
+/// it shares with the handle (and a value delivered to it); C's later calls
+/// still get the answers above, and a destroy-notify still removes the
+/// handle.
 ///
 /// Polling it again after it returned `Ready` panics, as is usual for
 /// futures; [`FusedFuture::is_terminated`] tells whether it did.

@@ -233,7 +233,13 @@ pub fn push_from_c<T: Send + 'static>(user_data: *mut c_void, item: T) -> Result
 /// the order of its pushes), then ends (`None`) once the handle was
 /// destroyed (a destroy-notify called [`c_unref`](crate::c_unref)) and
 /// every buffered item was read. Dropping it ends the stream for C: later
-/// pushes are refused with `Stale`, and unread items are dropped.
+/// pushes are refused with `Stale`, and unread items are dropped. A panic
+/// from an item's `Drop` (the first), or from the stored waker's, comes out
+/// of the stream's drop once everything is dropped (caught and discarded
+/// when the thread is already unwinding: never an abort). A stream passed
+/// to `mem::forget` leaks its buffer (and the items in it); C's later
+/// pushes still get the answers above, and a destroy-notify still removes
+/// the handle.
 ///
 /// ```
 /// use handle_registry::completion::{push, stream};
