@@ -150,7 +150,11 @@ pub enum SendError {
     /// The registry refused the handle. [`Error::Stale`]: the request was
     /// already completed, destroyed by a destroy-notify, or its future or
     /// stream was dropped. [`Error::WrongType`]: the handle is a request for
-    /// another type (or not a request at all). Others: not a live handle.
+    /// another type (or not a request at all). [`Error::Busy`], rarely: the
+    /// thread could not prove it is not waiting for itself (it found no
+    /// owner id free, conceivable only with a 32-bit target's many live
+    /// threads, or it is late in its thread-local teardown); the request
+    /// is still live. Others: not a live handle.
     Handle(Error),
     /// A stream's buffer holds `capacity` unread items: the item was
     /// refused, the stream stays open. See [`stream()`].
