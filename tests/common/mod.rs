@@ -1,5 +1,5 @@
 //! Helpers shared by the pure-Rust integration tests (`adversarial`,
-//! `adversarial_round2`, `readers`, `teardown`), each of which includes
+//! `adversarial_round2`, `readers`, `teardown` and others), each of which includes
 //! this file with `mod common;`. Not a test binary of its own.
 //!
 //! Each test binary uses only some of these, hence the `dead_code` allow.
