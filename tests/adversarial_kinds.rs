@@ -2,8 +2,8 @@
 //! thread-affine (`local`) handles, groups, and the owning `Handle<'r, T>`.
 //! Public API only. Each test names the promise it attacks.
 //!
-//! Tests that demonstrate a bug are `#[ignore = "bug: ..."]`, so the file
-//! passes; run them with `--include-ignored`.
+//! One test found a bug, since fixed: `drop_deferred` during an unwind
+//! aborted the process.
 
 mod common;
 
@@ -719,12 +719,10 @@ fn clear_with_members_retained_taken_and_partly_released() {
 /// with a deferred local value whose `Drop` panics. Run in a child
 /// process, since the failure is an abort.
 ///
-/// BUG: `drop_deferred` (src/kinds/local.rs:231) resumes the first
-/// panic with `std::panic::resume_unwind` even when the thread is already
-/// unwinding: the panic leaves a destructor during cleanup and the process
-/// aborts ("panic in a destructor during cleanup").
+/// Found by this review: `drop_deferred` resumed the first panic even when
+/// the thread was already unwinding, so the process aborted ("panic in a
+/// destructor during cleanup"). It now drops the panic then.
 #[test]
-#[ignore = "bug: drop_deferred resumes a deferred value's panic during an unwind: abort"]
 fn drop_deferred_in_a_drop_during_an_unwind_does_not_abort() {
     if !in_child("drop_deferred_in_a_drop_during_an_unwind_does_not_abort") {
         return;

@@ -35,8 +35,11 @@
 //! * **the owner's exit** (a thread-local destructor) marks the table dead
 //!   and drops every value still in it and every queued one, on the owner
 //!   thread; every handle of that thread then answers `Stale`. Values of
-//!   the global registry also have their handles unreffed (their slots
-//!   freed); a record in another registry keeps its slot (a few words)
+//!   the global registry also have their handles unreffed once (their
+//!   slots freed, unless C [`retain`](crate::Registry::retain)ed the
+//!   handle: the record then stays until C's last `unref`, and the handle
+//!   is `Stale` to `restore_local` meanwhile); a record in another
+//!   registry keeps its slot (a few words)
 //!   until it is unreffed or the registry is dropped, since a thread cannot
 //!   name a registry that may be gone by its exit. A record borrowed by
 //!   another thread at that moment is harmless: that thread never touches
@@ -202,7 +205,9 @@ fn is_owner(owner: &Arc<Owner>) -> bool {
 /// # Panics
 ///
 /// If a value's `Drop` panics: after every queued value was dropped, the
-/// first such panic is resumed.
+/// first such panic is resumed, unless this thread is already unwinding
+/// (a `Drop` that calls this during an unwind): it is then dropped, never
+/// a double-panic abort.
 ///
 /// ```
 /// assert_eq!(handle_registry::kinds::local::drop_deferred(), 0);
@@ -218,7 +223,8 @@ pub fn drop_deferred() -> usize {
     let deferred = std::mem::take(&mut owner.table.lock().deferred);
     let n = deferred.len();
     // Every value is dropped even if one's `Drop` panics (an `Erased` left
-    // behind would leak); the first panic is resumed after.
+    // behind would leak); the first panic is resumed after, unless an
+    // unwind is in progress (resuming then would abort the process).
     let mut panic = None;
     for erased in deferred {
         if let Err(payload) =
@@ -228,7 +234,7 @@ pub fn drop_deferred() -> usize {
         }
     }
     if let Some(payload) = panic {
-        std::panic::resume_unwind(payload);
+        crate::panic::resume_unless_unwinding(payload);
     }
     n
 }
