@@ -68,7 +68,8 @@ pub enum Error {
     /// live or retired. Also returned by a [`Group`](crate::Group) with a
     /// limit when that many of its handles are live
     /// ([`Group::full_report`](crate::Group::full_report) names the types
-    /// holding them).
+    /// holding them), and by [`retain`](crate::Registry::retain) when the
+    /// value's reference count is already `usize::MAX`.
     Full,
     /// Every registry id is in use by a live [`Registry`](crate::Registry).
     TooManyRegistries,

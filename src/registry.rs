@@ -1300,7 +1300,8 @@ impl Registry {
     /// While more than one reference is out, [`take`](Registry::take)
     /// answers [`Error::Retained`] and changes nothing. Retaining never
     /// waits and never borrows: it works on a borrowed value too. The
-    /// value must be live: a removed handle is [`Error::Stale`].
+    /// value must be live: a removed handle is [`Error::Stale`]. A count
+    /// already at `usize::MAX` is [`Error::Full`], and stays as it is.
     ///
     /// ```
     /// use handle_registry::Error;
@@ -1342,7 +1343,9 @@ impl Registry {
             }
         }
         let n = table.entry(handle::from_ptr(ptr)).or_insert(1);
-        *n = n.saturating_add(1);
+        // A count that wrapped (or saturated) would drop the value while
+        // references are still out.
+        *n = n.checked_add(1).ok_or(Error::Full)?;
         Ok(())
     }
 

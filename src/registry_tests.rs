@@ -736,3 +736,26 @@ fn the_global_registrys_static_first_page_is_its_directorys_page_0() {
     assert!(!std::ptr::eq(r.slot(0).unwrap(), g.slot(0).unwrap()));
     assert_eq!(r.take::<u8>(q), Ok(6));
 }
+
+/// A reference count at its maximum refuses one more `retain` rather than
+/// wrap or saturate (either would drop the value while references are
+/// out), and every reference still counts.
+#[cfg(not(loom))]
+#[test]
+fn retain_at_the_maximum_count_is_full() {
+    let r = Registry::new();
+    let p = r.save(5u8);
+    r.retain(p).unwrap();
+    // Stands for usize::MAX - 2 more retains.
+    *r.counts.lock().get_mut(&handle::from_ptr(p)).unwrap() = usize::MAX;
+    assert_eq!(r.retain(p), Err(Error::Full));
+    assert_eq!(r.ref_count(p), Ok(usize::MAX));
+    r.unref(p).unwrap();
+    assert_eq!(r.ref_count(p), Ok(usize::MAX - 1));
+    assert_eq!(*r.restore::<u8>(p).unwrap(), 5);
+    // Back to two references, then out.
+    *r.counts.lock().get_mut(&handle::from_ptr(p)).unwrap() = 2;
+    r.unref(p).unwrap();
+    r.unref(p).unwrap();
+    assert_eq!(r.check::<u8>(p), Err(Error::Stale));
+}
