@@ -219,13 +219,16 @@ fn garbage_stale_and_foreign_handles_are_refused_and_request_survives() {
     drop(dropped);
 
     let raw = user_data.addr();
+    // One generation up: bit 32 of a 64-bit handle, bit 20 of a 32-bit one
+    // (src/handle.rs).
+    let generation_one: usize = 1 << (usize::BITS - if usize::BITS == 64 { 32 } else { 12 });
     let mut candidates: Vec<*mut c_void> = vec![
         std::ptr::null_mut(),
         std::ptr::without_provenance_mut(1),
         std::ptr::without_provenance_mut(usize::MAX),
         std::ptr::without_provenance_mut(raw ^ 1),
-        std::ptr::without_provenance_mut(raw.wrapping_add(1 << 32)),
-        std::ptr::without_provenance_mut(raw.wrapping_sub(1 << 32)),
+        std::ptr::without_provenance_mut(raw.wrapping_add(generation_one)),
+        std::ptr::without_provenance_mut(raw.wrapping_sub(generation_one)),
         std::ptr::without_provenance_mut(raw ^ (1 << 20)),
         stale,
         foreign,
@@ -1349,14 +1352,22 @@ fn a_panicking_waker_drop_during_unwind() {
     if !in_child("a_panicking_waker_drop_during_unwind") {
         return;
     }
-    let (bad, _) = hooked(nothing, || panic!("waker panicked on drop"));
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    let (bad, hooks) = hooked(nothing, move || {
+        if arm.load(Ordering::SeqCst) {
+            panic!("waker panicked on drop")
+        }
+    });
     let (ud, mut done) = oneshot::<u8>();
     assert!(poll_once(&mut done, &bad).is_pending());
-    std::mem::forget(bad); // our own clone: only the future's may panic
+    drop(bad); // our own clone, unarmed: only the future's panics
+    armed.store(true, Ordering::SeqCst);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let _done = done;
         panic!("task body");
     }));
     assert!(r.is_err());
+    assert_eq!(hooks.dropped.load(Ordering::SeqCst), 2);
     assert!(!live(ud));
 }

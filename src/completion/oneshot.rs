@@ -277,7 +277,8 @@ pub fn complete_from_c<T: Send + 'static>(
 /// unwinding: never an abort). A future passed to `mem::forget` leaks what
 /// it shares with the handle (and a value delivered to it); C's later calls
 /// still get the answers above, and a destroy-notify still removes the
-/// handle.
+/// handle. So does a future completed with a value that owns it: a cycle,
+/// which leaks as an `Arc` cycle does.
 ///
 /// Polling it again after it returned `Ready` panics, as is usual for
 /// futures; [`FusedFuture::is_terminated`] tells whether it did.
