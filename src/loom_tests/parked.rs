@@ -415,11 +415,11 @@ fn a_steal_then_an_unref_against_the_owner() {
 
 /// The owner enters through a stale hot handle (see
 /// [`stale_enter_against`]) while the other thread unrefs generation 1's
-/// value. The failed enter's listing may make
-/// the unref leave the drop to the owner, whose leave must then dispose of
-/// the orphan though it is not of the generation it entered with. The
-/// value drops once (the registry's step 4 once required the generation
-/// too, and leaked it: `tests/adversarial_parked.rs`).
+/// value. The failed enter's listing may make the unref leave the drop to
+/// the owner, whose leave must then dispose of the orphan though it is not
+/// of the generation it entered with. The value drops once (the
+/// registry's step 4 once required the generation too, and leaked it:
+/// `tests/adversarial_parked.rs`).
 #[test]
 fn a_stale_enter_races_an_unref_of_the_next_value() {
     model(|| {

@@ -179,8 +179,8 @@
 //! | static trampoline | 7.3–9.3 | 122 |
 //! | `user_data` trampoline (`restore` + `PanicCarrier`) | 4.4–5.2 | 83 |
 //!
-//! So the missing `user_data` costs about 1.6–2× a `user_data`
-//! trampoline: the pool's bookkeeping, not the registry's lookup.
+//! So a static trampoline costs about 1.6–2.0× a `user_data` one: the
+//! pool's bookkeeping, not the registry's lookup.
 //! Calls of one closure from several threads at once are serialised, and
 //! a waiting call parks.
 //!
