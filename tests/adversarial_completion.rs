@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,21 +29,11 @@ use handle_registry::completion::{
 use handle_registry::{c_unref, Error, Registry};
 
 mod common;
+mod executor;
 use common::{in_child, rounds, watchdog};
+use executor::{block_on, next, Sendable};
 
 // ---- Helpers ----------------------------------------------------------------
-
-/// A handle moved to another thread (the handle is an integer).
-#[derive(Clone, Copy)]
-struct Sendable(usize);
-impl Sendable {
-    fn new(p: *mut c_void) -> Self {
-        Sendable(p.addr())
-    }
-    fn get(self) -> *mut c_void {
-        std::ptr::without_provenance_mut(self.0)
-    }
-}
 
 /// Counts its drops.
 #[derive(Debug)]
@@ -62,35 +52,6 @@ impl Drop for PanicOnDrop {
         self.0.fetch_add(1, Ordering::SeqCst);
         panic!("PanicOnDrop dropped");
     }
-}
-
-struct Unpark(thread::Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// `block_on` with a deadline: a lost wake-up is a test failure with a
-/// message, not a hang.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .expect("block_on: no wake-up within 20 s (lost wake-up?)");
-        thread::park_timeout(left);
-    }
-}
-
-fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
-    block_on(std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)))
 }
 
 fn poll_once<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {

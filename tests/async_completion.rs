@@ -2,65 +2,25 @@
 //! completions racing the first poll, double, late and dropped completions,
 //! destroy-notify without completion, stream order per thread, overflow and
 //! many concurrent completions. The executor is a hand-written `block_on`
-//! with a thread-park waker.
+//! with a thread-park waker (`tests/executor/`).
 
-use std::ffi::c_void;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use futures_core::Stream;
 use handle_registry::completion::{
     complete, complete_from_c, oneshot, push, push_from_c, stream, Canceled, SendError,
 };
 use handle_registry::{c_unref, Error};
 
-// ---- A minimal executor ---------------------------------------------------
-
-struct Unpark(thread::Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn park_waker() -> Waker {
-    Waker::from(Arc::new(Unpark(thread::current())))
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = park_waker();
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
-}
-
-fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
-    block_on(std::future::poll_fn(|cx| {
-        Pin::new(&mut *stream).poll_next(cx)
-    }))
-}
-
-/// A handle moved to another thread (the handle is an integer).
-#[derive(Clone, Copy)]
-struct Sendable(usize);
-impl Sendable {
-    fn new(p: *mut c_void) -> Self {
-        Sendable(p.addr())
-    }
-    fn get(self) -> *mut c_void {
-        std::ptr::without_provenance_mut(self.0)
-    }
-}
+mod common;
+mod executor;
+use common::rounds;
+use executor::{block_on, next, park_waker, Sendable};
 
 /// Counts its drops: proves a value is dropped exactly once, never leaked.
 #[derive(Debug)]
@@ -68,14 +28,6 @@ struct Counted(Arc<AtomicUsize>);
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn scaled(full: usize, miri: usize) -> usize {
-    if cfg!(miri) {
-        miri
-    } else {
-        full
     }
 }
 
@@ -111,7 +63,7 @@ fn completed_on_another_thread_after_the_first_poll() {
 
 #[test]
 fn completion_racing_the_first_poll_is_never_lost() {
-    for i in 0..scaled(500, 20) {
+    for i in 0..rounds(500, 20) {
         let (user_data, done) = oneshot::<usize>();
         let h = Sendable::new(user_data);
         let worker = thread::spawn(move || complete(h.get(), i).unwrap());
@@ -123,7 +75,7 @@ fn completion_racing_the_first_poll_is_never_lost() {
 
 #[test]
 fn racing_double_completion_has_one_winner_and_gives_the_other_value_back() {
-    for _ in 0..scaled(200, 10) {
+    for _ in 0..rounds(200, 10) {
         let drops = Arc::new(AtomicUsize::new(0));
         let (user_data, done) = oneshot::<Counted>();
         let h = Sendable::new(user_data);
@@ -174,7 +126,7 @@ fn late_completion_after_the_future_was_dropped_is_stale() {
 
 #[test]
 fn dropping_the_future_while_completing_never_leaks_the_value() {
-    for _ in 0..scaled(300, 15) {
+    for _ in 0..rounds(300, 15) {
         let drops = Arc::new(AtomicUsize::new(0));
         let (user_data, done) = oneshot::<Counted>();
         let h = Sendable::new(user_data);
@@ -239,7 +191,7 @@ fn a_panicking_waker_does_not_unwind_out_of_complete_from_c() {
 
 #[test]
 fn many_concurrent_completions_all_resolve_in_bounded_time() {
-    let count = scaled(2000, 40);
+    let count = rounds(2000, 40);
     let workers = 4;
     let started = Instant::now();
     let (handles, futures): (Vec<_>, Vec<_>) = (0..count)
@@ -275,7 +227,7 @@ fn many_concurrent_completions_all_resolve_in_bounded_time() {
 #[test]
 fn stream_keeps_each_threads_order_and_ends_on_destroy_notify() {
     let threads = 4;
-    let per_thread = scaled(500, 15);
+    let per_thread = rounds(500, 15);
     let (user_data, mut items) = stream::<(usize, usize)>(8);
     let h = Sendable::new(user_data);
     let pushers: Vec<_> = (0..threads)
@@ -355,11 +307,11 @@ fn pushes_after_the_stream_was_dropped_are_stale_and_dropped() {
 
 #[test]
 fn dropping_the_stream_while_pushing_never_leaks() {
-    for _ in 0..scaled(100, 5) {
+    for _ in 0..rounds(100, 5) {
         let drops = Arc::new(AtomicUsize::new(0));
         let (user_data, items) = stream::<Counted>(64);
         let h = Sendable::new(user_data);
-        let n = scaled(50, 5);
+        let n = rounds(50, 5);
         let d = drops.clone();
         let pusher = thread::spawn(move || {
             for _ in 0..n {
