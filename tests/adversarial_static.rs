@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use handle_registry::panic::message;
 use handle_registry::static_callbacks;
-use handle_registry::static_trampoline::SlotGuard;
+use handle_registry::static_trampoline::{Pool, SlotGuard};
 
 mod common;
 use common::{watchdog, OnDrop};
@@ -60,6 +60,24 @@ fn quiet_panics() {
             }
         }));
     });
+}
+
+/// A slot's guard, kept where its own closure can take it and so release
+/// itself inside one of its calls.
+type Own<const N: usize> = Arc<Mutex<Option<SlotGuard<Cb, N>>>>;
+
+/// Binds `call` to a slot of `pool`, handing it the cell its own guard is
+/// put into once bound; returns the trampoline and that cell.
+fn bind_self_releasing<const N: usize>(
+    pool: &'static Pool<Cb, N>,
+    mut call: impl FnMut(i32, &Own<N>) -> i32 + Send + 'static,
+) -> (Cb, Own<N>) {
+    let own: Own<N> = Arc::new(Mutex::new(None));
+    let inside = Arc::clone(&own);
+    let g = pool.acquire(Box::new(move |n| call(n, &inside))).unwrap();
+    let f = g.fn_ptr();
+    *own.lock().unwrap() = Some(g);
+    (f, own)
 }
 
 // ---------------------------------------------------------------------
@@ -146,8 +164,6 @@ static_callbacks! {
     static SELF_REL3: [extern "C" fn(n: i32) -> i32; 4] else -1;
 }
 
-type Slot4 = SlotGuard<Cb, 4>;
-
 /// Promise: a closure that drops its own guard inside a call (on the hot
 /// path) finishes that call; the slot is freed at once; the closure is
 /// dropped once, when the call returns; later calls take the fallback.
@@ -156,26 +172,20 @@ fn self_release_inside_a_hot_call() {
     for hot in [false, true] {
         let drops = counter();
         let c = Counted(drops.clone());
-        let me: Arc<Mutex<Option<Slot4>>> = Arc::new(Mutex::new(None));
-        let me2 = Arc::clone(&me);
         let d2 = drops.clone();
-        let g = SELF_REL
-            .acquire(Box::new(move |n| {
-                let _ = &c;
-                if n == 0 {
-                    let own = me2.lock().unwrap().take().expect("own guard");
-                    let f = own.fn_ptr();
-                    drop(own);
-                    // Still inside: the closure is alive, its slot free.
-                    assert_eq!(d2.load(SeqCst), 0);
-                    assert_eq!(f(1), -1, "own trampoline after self-release");
-                    return 100;
-                }
-                n + 1
-            }))
-            .unwrap();
-        let f = g.fn_ptr();
-        *me.lock().unwrap() = Some(g);
+        let (f, me) = bind_self_releasing(&SELF_REL, move |n, me| {
+            let _ = &c;
+            if n == 0 {
+                let own = me.lock().unwrap().take().expect("own guard");
+                let f = own.fn_ptr();
+                drop(own);
+                // Still inside: the closure is alive, its slot free.
+                assert_eq!(d2.load(SeqCst), 0);
+                assert_eq!(f(1), -1, "own trampoline after self-release");
+                return 100;
+            }
+            n + 1
+        });
         if hot {
             warm(f, 2);
         } else {
@@ -198,21 +208,15 @@ fn self_release_then_panic_in_the_same_call() {
     quiet_panics();
     let drops = counter();
     let c = Counted(drops.clone());
-    let me: Arc<Mutex<Option<Slot4>>> = Arc::new(Mutex::new(None));
-    let me2 = Arc::clone(&me);
-    let g = SELF_REL2
-        .acquire(Box::new(move |n| {
-            let _ = &c;
-            if n == 0 {
-                let own = me2.lock().unwrap().take();
-                drop(own); // returns normally: nothing to resume yet
-                panic!("adv: after self-release");
-            }
-            n + 1
-        }))
-        .unwrap();
-    let f = g.fn_ptr();
-    *me.lock().unwrap() = Some(g);
+    let (f, _me) = bind_self_releasing(&SELF_REL2, move |n, me| {
+        let _ = &c;
+        if n == 0 {
+            let own = me.lock().unwrap().take();
+            drop(own); // returns normally: nothing to resume yet
+            panic!("adv: after self-release");
+        }
+        n + 1
+    });
     warm(f, 2);
     assert_eq!(f(0), -1);
     assert_eq!(drops.load(SeqCst), 1);
@@ -227,34 +231,28 @@ fn self_release_while_another_thread_waits_for_the_closure() {
     for round in 0..common::rounds(4, 1) {
         let drops = counter();
         let c = Counted(drops.clone());
-        let me: Arc<Mutex<Option<Slot4>>> = Arc::new(Mutex::new(None));
-        let me2 = Arc::clone(&me);
         let released = Arc::new(AtomicBool::new(false));
         let r2 = released.clone();
         let ran_after = Arc::new(AtomicUsize::new(0));
         let ra = ran_after.clone();
         let (inside_tx, inside_rx) = mpsc::channel::<()>();
         let inside_tx = Mutex::new(inside_tx);
-        let g = SELF_REL3
-            .acquire(Box::new(move |n| {
-                let _ = &c;
-                if r2.load(SeqCst) {
-                    ra.fetch_add(1, SeqCst);
-                }
-                if n == 0 {
-                    inside_tx.lock().unwrap().send(()).unwrap();
-                    thread::sleep(Duration::from_millis(100));
-                    let own = me2.lock().unwrap().take();
-                    drop(own);
-                    r2.store(true, SeqCst);
-                    thread::sleep(Duration::from_millis(30));
-                    return 100;
-                }
-                n + 1
-            }))
-            .unwrap();
-        let f = g.fn_ptr();
-        *me.lock().unwrap() = Some(g);
+        let (f, _me) = bind_self_releasing(&SELF_REL3, move |n, me| {
+            let _ = &c;
+            if r2.load(SeqCst) {
+                ra.fetch_add(1, SeqCst);
+            }
+            if n == 0 {
+                inside_tx.lock().unwrap().send(()).unwrap();
+                thread::sleep(Duration::from_millis(100));
+                let own = me.lock().unwrap().take();
+                drop(own);
+                r2.store(true, SeqCst);
+                thread::sleep(Duration::from_millis(30));
+                return 100;
+            }
+            n + 1
+        });
         let x = thread::spawn(move || {
             warm(f, 2);
             f(0)
@@ -712,36 +710,29 @@ fn closure_uses_the_global_registry_and_drops_reenter_the_pool() {
         *handle_registry::restore::<u64>(hot_global).unwrap() += 1;
     }
     let hg = hot_global as usize;
-    let me: Arc<Mutex<Option<Slot4b>>> = Arc::new(Mutex::new(None));
-    let me2 = me.clone();
     let inner_ran = Arc::new(AtomicI32::new(0));
     let ir = inner_ran.clone();
-    type Slot4b = SlotGuard<Cb, 4>;
-    let g = GLOBAL_USER
-        .acquire(Box::new(move |n| {
-            let _ = &c;
-            if n == 0 {
-                let v: u64 = handle_registry::take(std::ptr::without_provenance_mut(hg)).unwrap();
-                assert_eq!(v, 5 + HOT as u64);
-                // A value whose Drop releases our own guard and re-enters.
-                let (me3, ir2) = (me2.clone(), ir.clone());
-                let p = handle_registry::save(SendOnDrop(Some(Box::new(move || {
-                    let own = me3.lock().unwrap().take().expect("own guard");
-                    let f = own.fn_ptr();
-                    drop(own);
-                    assert_eq!(f(1), -1);
-                    let k = GLOBAL_USER.acquire(Box::new(|m| m + 7)).unwrap();
-                    ir2.store(k.fn_ptr()(1), SeqCst);
-                    k.finish();
-                }))));
-                handle_registry::unref(p).unwrap();
-                return 42;
-            }
-            n + 1
-        }))
-        .unwrap();
-    let f = g.fn_ptr();
-    *me.lock().unwrap() = Some(g);
+    let (f, _me) = bind_self_releasing(&GLOBAL_USER, move |n, me| {
+        let _ = &c;
+        if n == 0 {
+            let v: u64 = handle_registry::take(std::ptr::without_provenance_mut(hg)).unwrap();
+            assert_eq!(v, 5 + HOT as u64);
+            // A value whose Drop releases our own guard and re-enters.
+            let (me3, ir2) = (me.clone(), ir.clone());
+            let p = handle_registry::save(SendOnDrop(Some(Box::new(move || {
+                let own = me3.lock().unwrap().take().expect("own guard");
+                let f = own.fn_ptr();
+                drop(own);
+                assert_eq!(f(1), -1);
+                let k = GLOBAL_USER.acquire(Box::new(|m| m + 7)).unwrap();
+                ir2.store(k.fn_ptr()(1), SeqCst);
+                k.finish();
+            }))));
+            handle_registry::unref(p).unwrap();
+            return 42;
+        }
+        n + 1
+    });
     warm(f, 2);
     assert_eq!(f(0), 42);
     assert_eq!(inner_ran.load(SeqCst), 8);
@@ -795,21 +786,15 @@ fn captured_drop_reenters_the_pool() {
     // Self-release inside a hot call.
     let slot = Arc::new(AtomicUsize::new(0));
     let d = mk_reentering(log.clone(), slot.clone());
-    let me: Arc<Mutex<Option<SlotGuard<Cb, 3>>>> = Arc::new(Mutex::new(None));
-    let me2 = me.clone();
-    let g = DROPS_IN
-        .acquire(Box::new(move |n| {
-            let _ = &d;
-            if n == 0 {
-                drop(me2.lock().unwrap().take());
-                return 9;
-            }
-            n + 1
-        }))
-        .unwrap();
-    slot.store(g.slot(), SeqCst);
-    let f = g.fn_ptr();
-    *me.lock().unwrap() = Some(g);
+    let (f, me) = bind_self_releasing(&DROPS_IN, move |n, me| {
+        let _ = &d;
+        if n == 0 {
+            drop(me.lock().unwrap().take());
+            return 9;
+        }
+        n + 1
+    });
+    slot.store(me.lock().unwrap().as_ref().unwrap().slot(), SeqCst);
     warm(f, 2);
     assert_eq!(f(0), 9);
     assert_eq!(log.lock().unwrap().len(), 2);
@@ -835,25 +820,19 @@ fn captured_drop_reenters_the_pool() {
 fn self_release_with_a_panicking_closure_drop() {
     quiet_panics();
     let p = SendOnDrop(Some(Box::new(|| panic!("adv: drop after self-release"))));
-    let me: Arc<Mutex<Option<SlotGuard<Cb, 3>>>> = Arc::new(Mutex::new(None));
-    let me2 = me.clone();
     let seen: Arc<Mutex<Option<Box<dyn Any + Send>>>> = Arc::new(Mutex::new(None));
     let s2 = seen.clone();
-    let g = DROPS_IN2
-        .acquire(Box::new(move |n| {
-            let _ = &p;
-            if n == 0 {
-                let own = me2.lock().unwrap().take().unwrap();
-                if let Err(e) = own.try_finish() {
-                    *s2.lock().unwrap() = Some(e);
-                }
-                return 3;
+    let (f, _me) = bind_self_releasing(&DROPS_IN2, move |n, me| {
+        let _ = &p;
+        if n == 0 {
+            let own = me.lock().unwrap().take().unwrap();
+            if let Err(e) = own.try_finish() {
+                *s2.lock().unwrap() = Some(e);
             }
-            n + 1
-        }))
-        .unwrap();
-    let f = g.fn_ptr();
-    *me.lock().unwrap() = Some(g);
+            return 3;
+        }
+        n + 1
+    });
     warm(f, 2);
     assert_eq!(f(0), 3);
     // The panic was not handed to `try_finish` (it ran before the drop).
@@ -971,20 +950,14 @@ fn user_registry_parked_borrows_beside_the_pools() {
     // Self-release while a parked guard of another registry is held.
     let drops = counter();
     let c = Counted(drops.clone());
-    let me: Arc<Mutex<Option<SlotGuard<Cb, 2>>>> = Arc::new(Mutex::new(None));
-    let me2 = me.clone();
-    let g = BESIDE2
-        .acquire(Box::new(move |n| {
-            let _ = &c;
-            if n == 0 {
-                drop(me2.lock().unwrap().take());
-                return 0;
-            }
-            n + 1
-        }))
-        .unwrap();
-    let f = g.fn_ptr();
-    *me.lock().unwrap() = Some(g);
+    let (f, _me) = bind_self_releasing(&BESIDE2, move |n, me| {
+        let _ = &c;
+        if n == 0 {
+            drop(me.lock().unwrap().take());
+            return 0;
+        }
+        n + 1
+    });
     {
         let _held = r.restore::<u64>(hp()).unwrap();
         warm(f, 2);
@@ -1071,19 +1044,13 @@ fn self_release_then_a_panic_whose_payload_panics_when_dropped() {
             panic!("adv: payload drop");
         }
     }
-    let me: Arc<Mutex<Option<SlotGuard<Cb, 2>>>> = Arc::new(Mutex::new(None));
-    let me2 = me.clone();
-    let g = NASTY
-        .acquire(Box::new(move |n| {
-            if n == 0 {
-                drop(me2.lock().unwrap().take());
-                std::panic::panic_any(Nasty);
-            }
-            n + 1
-        }))
-        .unwrap();
-    let f = g.fn_ptr();
-    *me.lock().unwrap() = Some(g);
+    let (f, _me) = bind_self_releasing(&NASTY, |n, me| {
+        if n == 0 {
+            drop(me.lock().unwrap().take());
+            std::panic::panic_any(Nasty);
+        }
+        n + 1
+    });
     warm(f, 2);
     assert_eq!(f(0), -1);
 }
