@@ -2,8 +2,9 @@
 //!
 //! A guard is the only way to reach a saved value, and the borrow it holds
 //! is what keeps the value alive and un-aliased: dropping the guard ends
-//! the borrow with one atomic operation, and if the handle was unreffed
-//! meanwhile, frees the value right there.
+//! the borrow (one compare-exchange; plain stores and loads for a parked
+//! borrow or one served by a lend), and if the handle was unreffed
+//! meanwhile, frees the value right there (a lend's, when the lend ends).
 
 use std::any::Any;
 use std::fmt;

@@ -25,10 +25,11 @@
 //!   neutral value); later callbacks of the same scope are skipped with
 //!   `Panicked`, and the scope resumes the panic when it returns.
 //! * The calling-thread forms keep their handle borrowed for the whole
-//!   call, like [`Registry::lend`], so a callback costs what a lent
-//!   `restore` costs. The handle is published already borrowed and marked
-//!   pinned: another thread, even one that guessed the integer, never
-//!   reaches a value that is not `Send`.
+//!   call, like [`Registry::lend`], so a callback is served from that
+//!   borrow, as a lent `restore` is, with no atomic read-modify-write. The
+//!   handle is published already borrowed and marked pinned: another
+//!   thread, even one that guessed the integer, never reaches a value that
+//!   is not `Send`.
 //!
 //! # How
 //!

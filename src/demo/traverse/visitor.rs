@@ -121,7 +121,7 @@ pub(crate) fn with_exclusive<V: Visitor, R>(
     });
     let (cbs, user_data) = (route::c_callbacks::<Exclusive<V>>(wants), state.as_ptr());
     // C calls back on this thread before returning: lending the borrow for
-    // the whole call spares each callback the table lock.
+    // the whole call spares each callback a borrow of its own.
     let returned = state
         .registry()
         .lend::<Exclusive<V>, _>(user_data, || call(cbs, user_data))
