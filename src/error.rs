@@ -56,7 +56,8 @@ pub enum Error {
     /// Also returned, rather than risking a deadlock or an overflow, by a
     /// `restore_ref` made from a thread-local destructor once this thread's
     /// own bookkeeping is gone, and by one that would push the reader count
-    /// past `usize::MAX / 2` (only reachable by forgetting shared guards).
+    /// past what the state word counts (only reachable by forgetting shared
+    /// guards).
     /// And by every exclusive borrow (`restore`, `take`, a `scope`'s start)
     /// on a thread that got no owner id: more threads alive at once than
     /// the state word can name, 4094 on 32-bit targets (some 16.7 million on

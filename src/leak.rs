@@ -1,6 +1,6 @@
 //! Finding handles that were never released.
 //!
-//! Every cell remembers its type and where it was saved (`#[track_caller]`),
+//! Every slot remembers its type and where it was saved (`#[track_caller]`),
 //! so a test or a shutdown hook can list what is still live and point at
 //! the line that leaked it.
 

@@ -12,7 +12,9 @@
 //!    usually takes none: it goes through the thread's reader record, see
 //!    [`readers`]). Locks are taken
 //!    only by the free list (refilling or returning a batch of indices,
-//!    allocating a page), by waiting, and by the count table of retained
+//!    allocating a page), by waiting, by a thread's first exclusive borrow
+//!    (its owner id, see [`thread`]), by the log of refusals (see
+//!    [`failures`](crate::failures)), and by the count table of retained
 //!    handles (`retain`, and removals of a word with `COUNTED`: slot
 //!    transitions 8 and 9), never while user code runs: a guard's holder,
 //!    and a value's `Drop`, may use the registry freely. The count lock is
