@@ -9,8 +9,9 @@
 //!
 //! Each model makes its own [`Registry`] inside the model (loom objects
 //! live for one execution), saves before spawning (so the first page and
-//! its free indices exist before any interleaving), runs two threads of one
-//! to three operations each, and joins them before it checks the outcome.
+//! its free indices exist before any interleaving), runs two threads (three
+//! in `three_restores`) of one to three operations each, and joins them
+//! before it checks the outcome.
 //! The saved value's storage is a loom cell: every guard's read or write,
 //! and the drop (a write), must be ordered after the accesses before it by
 //! the registry's borrows, or loom fails the model. Its `Drop` counts, and
