@@ -28,17 +28,18 @@ pub enum Error {
     /// always a caller bug (often an unset `user_data`).
     Null,
     /// The value could never have been issued by this registry: its index
-    /// is zero or past every slot ever used, its registry bits are zero, or
-    /// its generation is newer than the slot's. Typically a forged pointer,
-    /// a real pointer passed where a handle was expected, or memory garbage.
+    /// is zero or past every slot ever used, its registry bits are zero or
+    /// name no live registry, or its generation is newer than the slot's.
+    /// Typically a forged pointer, a real pointer passed where a handle was
+    /// expected, or memory garbage.
     Invalid,
     /// The handle names a slot whose value has since been removed by
     /// [`take`](crate::take) or [`unref`](crate::unref): a use after free
     /// that the generation counter caught. A removed handle never resolves
     /// again, not even to a later value stored in the same slot.
     Stale,
-    /// The handle's registry bits name a different [`Registry`](crate::Registry)
-    /// than the one asked.
+    /// The handle's registry bits name a different, live
+    /// [`Registry`](crate::Registry) than the one asked.
     WrongRegistry,
     /// The handle is live but holds a value of another type.
     WrongType {

@@ -105,14 +105,16 @@
 //!    fallback (see [`readers`](crate::readers)). An exclusive borrow of a
 //!    shared-mode word takes `EXCL` with a `SeqCst` exchange, then waits
 //!    for the records (R3).
-//! 3. **release**: one compare-exchange back, `Release`, from the exact word
-//!    the borrow set. It fails only when someone flagged the word meanwhile
-//!    (a waiter set `W`, or an `unref` orphaned it); the slow path then
-//!    clears `W` and wakes the waiters, or, as the last borrower of an
-//!    orphan, makes the slot vacant, drops the value and frees the index.
-//!    The last borrower's exchange is `AcqRel`: it acquires every other
-//!    borrower's release (one release sequence of read-modify-writes) before
-//!    it drops the value.
+//! 3. **release**: one compare-exchange back, `Release` (`SeqCst` in the
+//!    code, for the reader records: see [`readers`](crate::readers)), from
+//!    the exact word the borrow set. It fails only when someone flagged the
+//!    word meanwhile (a waiter set `W`, a `retain` set `COUNTED`, or an
+//!    `unref` orphaned it); the slow path then clears `W` and wakes the
+//!    waiters, or, as the last borrower of an orphan, makes the slot
+//!    vacant, drops the value and frees the index. The last borrower's
+//!    exchange is `AcqRel` at least: it acquires every other borrower's
+//!    release (one release sequence of read-modify-writes) before it drops
+//!    the value.
 //! 4. **unref** (Live(g) → Vacant(g + 1) and drop; or borrowed →
 //!    Orphan(g + 1)): one compare-exchange, `AcqRel`. The handle is stale
 //!    the moment it succeeds, and unref never waits: a borrowed value is
