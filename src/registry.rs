@@ -94,7 +94,8 @@ pub struct Registry {
     serial: u64,
     pages: Pages,
     free: FreeList,
-    /// Serialises parking, see protocol step 2.
+    /// Serialises waiting (protocol rule 2), steals of parked borrows
+    /// included (see [`parked`], step 5).
     wait_lock: Mutex<()>,
     wake: Condvar,
     failures: FailureLog,
@@ -1569,7 +1570,7 @@ impl Registry {
     }
 
     /// The borrow's first exchange failed on `seen`: classify, retry, or
-    /// wait (protocol step 2).
+    /// wait (protocol rule 2).
     #[cold]
     #[inline(never)]
     fn borrow_slow(
