@@ -6,7 +6,7 @@
 //! counts the lookups it refuses, by kind, and keeps the last
 //! [`RECENT`] of them with the handle, the type asked for and the thread;
 //! and it can print each one as it happens ([`Registry::set_report_failures`],
-//! also switched on for the global registry by the environment variable
+//! also switched on for every registry by the environment variable
 //! `HANDLE_REGISTRY_REPORT_FAILURES=1` in debug builds).
 //!
 //! Only refusals pay for this: a successful lookup does not touch it.
@@ -288,9 +288,9 @@ impl Registry {
     }
 
     /// Prints every refusal of this registry to standard error as it
-    /// happens (`on`), or stops doing so. Off by default, except for the
-    /// global registry in a debug build run with
-    /// `HANDLE_REGISTRY_REPORT_FAILURES=1`.
+    /// happens (`on`), or stops doing so. Off by default, except in a debug
+    /// build run with `HANDLE_REGISTRY_REPORT_FAILURES=1` (read at a
+    /// registry's first refusal).
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
