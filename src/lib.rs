@@ -218,9 +218,12 @@ pub fn retain(ptr: *mut c_void) -> Result<(), Error> {
 /// [`unref`] for C: fits a destroy-notify slot (`GDestroyNotify`,
 /// sqlite's `xDestroy`, a `free_func`).
 ///
-/// It accepts any value, never unwinds and never aborts: a bad handle is
-/// ignored, and a panic from the value's `Drop` is caught and discarded
-/// (there is no Rust caller to resume it in).
+/// It accepts any value and never unwinds: a bad handle is ignored, and a
+/// panic from the value's `Drop` is caught and discarded (there is no
+/// Rust caller to resume it in). It never aborts either, save in the one
+/// case every operation on a parked borrow shares: a kernel that starts
+/// refusing `membarrier` after the process parked one (README,
+/// "Semantics").
 ///
 /// It is a safe function: any pointer is fine. It still fits the
 /// `unsafe extern "C" fn(*mut c_void)` slots of bindings, since a safe

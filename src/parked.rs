@@ -155,10 +155,12 @@
 //! of `fork` may have lost it, so a refusal registers again, and failing
 //! that, uses `MEMBARRIER_CMD_GLOBAL`, which needs none and waits for
 //! every CPU. Were that refused too (the kernel accepted the registration,
-//! so it has the call; the global command is refused only on `nohz_full`
-//! CPUs), no barrier could be proved, and the process aborts rather than
-//! let two threads reach one value, as a scope whose guard escaped does: a
-//! case no test machine can produce.
+//! so it has the call; the global command is refused on `nohz_full` CPUs,
+//! and all of them by a seccomp filter installed after the registration),
+//! no barrier could be proved, and the process aborts rather than let two
+//! threads reach one value, as a scope whose guard escaped does: a case no
+//! test machine produces. Waiting for the owner instead would hang: a
+//! parked borrow is held for as long as its owner is away.
 //!
 //! # Policy: park only what keeps coming back
 //!

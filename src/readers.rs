@@ -146,7 +146,11 @@
 //! `Release`; on x86 both are the same `lock cmpxchg`). The exchanges left
 //! `Acquire` (the exclusive fast path's, the in-word reader's first
 //! attempt) expect a word without `SHARED`, so they never succeed on a
-//! shared-mode word.
+//! shared-mode word. A waiter's setting of `W` stays `Relaxed` on any
+//! word: it changes no borrow and publishes nothing. Its wake-up needs
+//! only that the word's read-modify-writes have one order (a release
+//! either sees `W` or makes the waiter's exchange fail), and the wake-up
+//! itself goes through the wait lock.
 
 use std::cell::Cell;
 use std::ptr;
