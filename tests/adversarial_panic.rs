@@ -59,8 +59,9 @@ fn payload_text(payload: &Box<dyn Any + Send>) -> &str {
 
 /// The deepest chain of panicking payloads a test builds. Past 7 levels
 /// the crate leaks the rest of the chain on purpose (`drop_payload`),
-/// which Miri would report as a leak.
-const DEEP: u32 = if cfg!(miri) { 7 } else { 30 };
+/// which Miri would report as a leak; and each level is a panic, which
+/// costs Miri a few seconds.
+const DEEP: u32 = if cfg!(miri) { 3 } else { 30 };
 
 /// Drops a payload whose `Drop` may panic, level after level, as a taker
 /// of a resumed panic must; returns how many levels panicked.
@@ -343,7 +344,9 @@ fn nested_scopes_carry_the_inner_panic_out_once() {
             let first = r.with(p, |_: &mut u32| -> u8 {
                 let mut inner = 0u64;
                 let _ = r.scope(&mut inner, |q| {
-                    let _ = r.with(q, |_: &mut u64| -> u8 { panic_any(NestedPanic(12)) });
+                    let _ = r.with(q, |_: &mut u64| -> u8 {
+                        panic_any(NestedPanic(DEEP.min(12)))
+                    });
                     assert_eq!(r.with(q, |_: &mut u64| ()), Err(Error::Panicked));
                 });
                 unreachable!("the inner scope resumes its panic");
@@ -354,9 +357,9 @@ fn nested_scopes_carry_the_inner_panic_out_once() {
     }));
     let payload = caught.unwrap_err();
     assert!(payload.downcast_ref::<NestedPanic>().is_some());
-    // The resumed payload's own drop panics (12 levels): the caller's to
-    // catch, as with any panic.
-    assert_eq!(drain(payload), 12);
+    // The resumed payload's own drop panics (12 levels natively): the
+    // caller's to catch, as with any panic.
+    assert_eq!(drain(payload), DEEP.min(12));
 
     // The body panics too: the body's panic wins, the carried one (whose
     // drop panics) is dropped quietly during that unwind.
@@ -834,7 +837,6 @@ fn a_dropped_registrys_values_never_appear_in_its_successor() {
     assert_eq!(drops.load(SeqCst), 5);
     assert_eq!(report.entries().len(), 5);
     assert!(report.to_string().starts_with("5 live handles"));
-    assert_eq!(report.groups()[0].count(), 5);
     let new = Registry::new();
     let fresh: Vec<_> = (0..5).map(|i| new.save(i as u8)).collect();
     let now = new.leak_report();
@@ -848,12 +850,24 @@ fn a_dropped_registrys_values_never_appear_in_its_successor() {
     }
 }
 
-/// Promise (`LeakReport::groups`: "grouped by type and save site, largest
-/// group first"; `Display`: "one line per type and save site, with a
-/// count"): owned `Handle`s from two sites and one adopted with
-/// `Handle::from_ptr_in`; dropping the handles empties the report. Held.
+/// Promise (`LeakReport::groups`: "The live values grouped by type and
+/// save site, largest group first"; `LeakReport`'s `Display`: "one line
+/// per type and save site, with a count, so that a leak of many handles
+/// from one place reads as one line"): owned `Handle`s saved at two sites
+/// in loops, and one adopted with `Handle::from_ptr_in`. Natively held.
+/// Under Miri every value is a group of its own: `groups` compares save
+/// sites by *address* (`ptr::eq` on the `&'static Location`), and the
+/// language does not promise one address per call site (Miri gives each
+/// evaluation of `Location::caller()` a fresh allocation). Broken under
+/// Miri; confirm with `cargo +nightly miri test --test adversarial_panic
+/// -- --include-ignored one_save_site`.
 #[test]
-fn report_groups_are_counted_and_ordered() {
+#[cfg_attr(
+    miri,
+    ignore = "BUG: LeakReport::groups compares save sites with ptr::eq; under Miri one site \
+              is one group per value"
+)]
+fn one_save_site_is_one_group() {
     let r = Registry::new();
     let mut hs = Vec::new();
     for _ in 0..3 {
@@ -898,7 +912,7 @@ fn c_unref_of_a_value_whose_drop_and_payload_panic() {
     });
     {
         let g = handle_registry::restore::<Carrying>(p).unwrap();
-        g.carrier.catch(|| panic_any(NestedPanic(10)));
+        g.carrier.catch(|| panic_any(NestedPanic(depth)));
     }
     let addr = p.addr();
     std::thread::spawn(move || handle_registry::c_unref(ptr(addr)))
@@ -907,9 +921,84 @@ fn c_unref_of_a_value_whose_drop_and_payload_panic() {
     assert_eq!(handle_registry::unref(p), Err(Error::Stale));
     let payload = carrier.take().unwrap();
     assert!(payload.downcast_ref::<NestedPanic>().is_some());
-    // Dropping it panics (its chain is ten deep): the taker's business.
-    assert_eq!(drain(payload), 10);
+    // Dropping it panics, level after level: the taker's business.
+    assert_eq!(drain(payload), depth);
     // `resume_unwind` of a caught payload works as std's.
     let again = catch_unwind(|| resume_unwind(Box::new("x")));
     assert_eq!(payload_text(&again.unwrap_err()), "x");
+}
+
+/// Promise (`Registry::leak_report`: "Every live value's handle"; pages
+/// "never move", found "through a fixed directory"): while another thread
+/// saves enough values to allocate new pages, every handle whose save
+/// finished before a report started is in that report. Held.
+#[test]
+fn a_report_taken_while_pages_grow_lists_every_earlier_save() {
+    let _w = watchdog("a_report_taken_while_pages_grow_lists_every_earlier_save");
+    let r = Registry::new();
+    let n = rounds(5000, 150);
+    let saved = std::sync::Mutex::new(Vec::<usize>::new());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..n {
+                let p = r.save(i as u32);
+                saved.lock().unwrap().push(p.addr());
+            }
+            done.store(true, SeqCst);
+        });
+        let mut checks = 0;
+        while !done.load(SeqCst) || checks == 0 {
+            let known = saved.lock().unwrap().clone();
+            let report = r.leak_report();
+            let listed: std::collections::HashSet<usize> =
+                report.entries().iter().map(|e| e.handle().addr()).collect();
+            assert!(known.iter().all(|p| listed.contains(p)));
+            assert!(listed.len() >= known.len());
+            checks += 1;
+            if cfg!(miri) && checks > 3 {
+                break;
+            }
+        }
+    });
+    let all = saved.into_inner().unwrap();
+    assert_eq!(r.leak_report().entries().len(), all.len());
+    for p in all {
+        r.unref(ptr(p)).unwrap();
+    }
+}
+
+/// Promise (`failures` module, `FailureLog::note` runs "inside callbacks
+/// C makes" and must not panic): a refusal made from a thread-local
+/// destructor, with the report switched on (stderr), while the thread's
+/// own bookkeeping is being torn down, is counted and never panics. Held.
+#[test]
+fn a_refusal_from_a_thread_local_destructor_is_counted() {
+    static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    let r = R.get_or_init(Registry::new);
+    r.set_report_failures(true);
+    struct Late;
+    impl Drop for Late {
+        fn drop(&mut self) {
+            let r = R.get().unwrap();
+            assert_eq!(r.unref(std::ptr::null_mut()), Err(Error::Null));
+            let _ = r.failures().to_string();
+        }
+    }
+    thread_local! {
+        static LATE: Late = const { Late };
+    }
+    std::thread::spawn(|| {
+        // A registry borrow first, so the crate's own thread-locals exist
+        // and are torn down around ours.
+        let p = r.save(1u8);
+        drop(r.restore::<u8>(p).unwrap());
+        r.unref(p).unwrap();
+        LATE.with(|_| ());
+    })
+    .join()
+    .unwrap();
+    r.set_report_failures(false);
+    assert_eq!(r.failures().count(&Error::Null), 1);
+    assert_eq!(r.failures().recent()[0].error(), Error::Null);
 }
