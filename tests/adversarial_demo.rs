@@ -398,6 +398,43 @@ fn the_visitor_is_not_dropped_during_the_resumed_unwind() {
     );
 }
 
+/// Panics at its first block; its `Drop` always panics once armed.
+#[derive(Default)]
+struct LoudBomb {
+    armed: bool,
+}
+impl Visitor for LoudBomb {
+    fn start(&mut self, _depth: i32) {
+        self.armed = true;
+        panic!("the callback");
+    }
+}
+impl Drop for LoudBomb {
+    fn drop(&mut self) {
+        if self.armed {
+            panic!("the visitor's drop");
+        }
+    }
+}
+
+/// The same as [`the_visitor_is_not_dropped_during_the_resumed_unwind`],
+/// with a `Drop` that panics unconditionally: the child process aborts
+/// ("panic in a destructor during cleanup"), from `traverse_file`, a safe
+/// function. Broken (robustness; see the report).
+#[test]
+#[ignore = "BUG: traverse_file aborts the process when a visitor panicked and its Drop panics \
+            (it is dropped during the resumed unwind)"]
+fn a_visitor_whose_drop_panics_after_a_callback_panic_does_not_abort() {
+    if !in_child("a_visitor_whose_drop_panics_after_a_callback_panic_does_not_abort") {
+        return;
+    }
+    let file = TempFile::new("{}");
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        traverse_file(file.path(), LoudBomb::default()).map(|_| ())
+    }));
+    assert!(caught.is_err());
+}
+
 /// Panics with its thread's number and round.
 struct Tagged(usize, usize);
 impl Visitor for Tagged {
