@@ -539,3 +539,49 @@ fn a_parallel_traversal_from_a_c_thread() {
     assert!(done.results.iter().all(Result::is_ok));
     assert_eq!(inner_blocks.load(SeqCst), 12);
 }
+
+/// Panics when dropped (once armed by being moved into a closure).
+struct KindsBomb;
+impl Drop for KindsBomb {
+    fn drop(&mut self) {
+        panic!("the closure's capture");
+    }
+}
+
+/// Promise (`demo::kinds`'s trampoline: "Nothing may unwind into C:
+/// restore never panics, and the closure's panic is caught"; the route
+/// module of `traverse` catches exactly this case: "a panic from dropping
+/// an orphaned state when the guard is released"): a function of a
+/// `demo::kinds::Table` that unrefs its own handle (found through the
+/// leak report; `unref` is safe and names no type) leaves the value
+/// orphaned, so the trampoline's guard drops the closure when it is
+/// released, *outside* the trampoline's `catch_unwind`; a capture whose
+/// `Drop` panics then unwinds into C: the process aborts. Run in a child.
+/// Broken (see the report).
+#[test]
+#[ignore = "BUG: demo::kinds' call_trampoline releases its guard outside catch_unwind: \
+            dropping an orphaned closure whose capture panics aborts the process"]
+fn a_kinds_function_that_unrefs_itself_does_not_abort() {
+    if !in_child("a_kinds_function_that_unrefs_itself_does_not_abort") {
+        return;
+    }
+    let mut table = handle_registry::demo::kinds::Table::new();
+    let bomb = KindsBomb;
+    table
+        .create_function(&["self_unref"], move |x| {
+            let _keep = &bomb;
+            let report = Registry::global().leak_report();
+            let mine: Vec<_> = report
+                .entries()
+                .iter()
+                .filter(|e| e.type_name().contains("FnMut(i32) -> i32"))
+                .collect();
+            assert_eq!(mine.len(), 1, "{report}");
+            handle_registry::unref(mine[0].handle()).unwrap();
+            x + 1
+        })
+        .unwrap();
+    let out = table.call("self_unref", 1);
+    assert_eq!(out, Ok(2));
+    drop(table); // C's destroy-notify meets a stale handle: ignored
+}
