@@ -90,15 +90,16 @@ impl PanicCarrier {
 
     /// Records a panic caught by the caller (the first one wins; a later
     /// payload is dropped without letting its `Drop` unwind).
+    ///
+    /// The flag, not the slot, decides which is first: a callback already
+    /// running when the first panic was caught may panic after that
+    /// payload was taken, and must not leave a second one behind.
     #[cold]
     pub(crate) fn keep(&self, payload: Box<dyn Any + Send>) {
-        self.panicked.store(true, Ordering::Release);
-        let mut slot = self.payload.lock();
-        if slot.is_none() {
-            *slot = Some(payload);
-        } else {
-            drop(slot);
+        if self.panicked.swap(true, Ordering::AcqRel) {
             drop_payload(payload);
+        } else {
+            *self.payload.lock() = Some(payload);
         }
     }
 

@@ -227,13 +227,11 @@ fn nested_carriers_hand_the_inner_panic_outwards() {
 /// Subscription::check`: "`Err(TraverseError::Panicked)` once if a
 /// callback panicked"): once the first payload was taken, no other
 /// payload should appear. A callback that was already running when the
-/// first panic was caught, and panics after `take`, stores a *second*
-/// payload (`keep` only looks at whether the slot is empty), so a later
-/// `take`/`resume`/`check` reports a second panic. Broken (documentation
-/// or code): see the report.
+/// first panic was caught, and panics after `take`, stored a *second*
+/// payload (`keep` only looked at whether the slot was empty), so a later
+/// `take`/`resume`/`check` reported a second panic. Found by this review,
+/// fixed: the flag, not the empty slot, decides which payload is first.
 #[test]
-#[ignore = "BUG: a panic in flight when the first payload is taken is kept as a second payload; \
-            `first one wins` / `Subscription::check` `once` do not hold"]
 fn no_second_payload_after_the_first_was_taken() {
     let c = PanicCarrier::new();
     let (entered, go) = (Barrier::new(2), Barrier::new(2));
