@@ -281,9 +281,12 @@ impl Registry {
     /// ```
     pub fn failures(&self) -> Failures {
         let log = self.failure_log();
+        // The ring first: a refusal is counted before it is pushed, so
+        // counts read under the lock include every refusal the ring lists.
+        let recent = log.recent.lock();
         Failures {
             counts: std::array::from_fn(|i| log.counts[i].load(Ordering::Relaxed)),
-            recent: log.recent.lock().iter().copied().collect(),
+            recent: recent.iter().copied().collect(),
         }
     }
 
