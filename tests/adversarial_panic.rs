@@ -614,30 +614,27 @@ fn a_snapshot_never_lists_a_refusal_it_did_not_count() {
     assert!(bad.is_none(), "{}", bad.unwrap());
 }
 
-/// Promise (`failures` module: the report is "switched on for the global
+/// Promise (`failures` module: the report is "switched on for every
 /// registry by the environment variable `HANDLE_REGISTRY_REPORT_FAILURES=1`
-/// in debug builds"; `set_report_failures`: "Off by default, except for
-/// the global registry in a debug build run with
-/// `HANDLE_REGISTRY_REPORT_FAILURES=1`"): a registry of one's own should
-/// stay quiet. It prints too: `FailureLog::reporting` reads the variable
-/// for every registry. Broken (docs or code; see the report). Runs the
-/// refusal in a child process with the variable set.
+/// in debug builds"): a registry of one's own prints too. The docs said
+/// "the global registry" only; this review found the code reads the
+/// variable for every registry, and the docs now say so (a wrapper crate's
+/// own registry is where its refusals are). Runs the refusals in a child
+/// process with the variable set.
 #[test]
-#[ignore = "BUG: HANDLE_REGISTRY_REPORT_FAILURES=1 also switches on the report of every \
-            Registry::new(), not only the global registry's as documented"]
-fn the_environment_switch_is_for_the_global_registry_only() {
-    const NAME: &str = "the_environment_switch_is_for_the_global_registry_only";
+fn the_environment_switch_reports_every_registry() {
+    const NAME: &str = "the_environment_switch_reports_every_registry";
     if std::env::var("HANDLE_REGISTRY_TEST_CHILD").as_deref() == Ok(NAME) {
         let r = Registry::new();
         let _ = r.restore::<u8>(std::ptr::null_mut()); // a private registry
         let _ = handle_registry::restore::<u16>(std::ptr::null_mut()); // the global one
         return;
     }
-    if !cfg!(debug_assertions) {
-        return; // the switch is for debug builds only
+    if !cfg!(debug_assertions) || cfg!(miri) {
+        return; // the switch is for debug builds only; Miri runs no child
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--include-ignored", "--nocapture"])
+        .args([NAME, "--exact", "--nocapture"])
         .env("HANDLE_REGISTRY_TEST_CHILD", NAME)
         .env("HANDLE_REGISTRY_REPORT_FAILURES", "1")
         .output()
@@ -649,11 +646,7 @@ fn the_environment_switch_is_for_the_global_registry_only() {
         .filter(|l| l.starts_with("handle_registry: refused"))
         .collect();
     assert!(lines.iter().any(|l| l.contains("`u16`")), "{err}");
-    assert!(
-        lines.iter().all(|l| !l.contains("`u8`")),
-        "the private registry reported:\n{}",
-        lines.join("\n")
-    );
+    assert!(lines.iter().any(|l| l.contains("`u8`")), "{err}");
 }
 
 /// Promise (`Failure::expected`: "The type the caller asked for"): a
