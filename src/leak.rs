@@ -168,9 +168,10 @@ impl LeakReport {
     pub fn groups(&self) -> Vec<LeakGroup> {
         let mut groups: Vec<LeakGroup> = Vec::new();
         for entry in &self.entries {
-            let same = |g: &&mut LeakGroup| {
-                g.type_name == entry.type_name && std::ptr::eq(g.site, entry.site)
-            };
+            // By value: one call site need not give one `Location`
+            // address (under Miri each call makes its own).
+            let same =
+                |g: &&mut LeakGroup| g.type_name == entry.type_name && *g.site == *entry.site;
             match groups.iter_mut().find(same) {
                 Some(group) => group.count += 1,
                 None => groups.push(LeakGroup {

@@ -844,19 +844,13 @@ fn a_dropped_registrys_values_never_appear_in_its_successor() {
 /// save site, largest group first"; `LeakReport`'s `Display`: "one line
 /// per type and save site, with a count, so that a leak of many handles
 /// from one place reads as one line"): owned `Handle`s saved at two sites
-/// in loops, and one adopted with `Handle::from_ptr_in`. Natively held.
-/// Under Miri every value is a group of its own: `groups` compares save
+/// in loops, and one adopted with `Handle::from_ptr_in`. Natively it held;
+/// under Miri every value was a group of its own: `groups` compared save
 /// sites by *address* (`ptr::eq` on the `&'static Location`), and the
 /// language does not promise one address per call site (Miri gives each
-/// evaluation of `Location::caller()` a fresh allocation). Broken under
-/// Miri; confirm with `cargo +nightly miri test --test adversarial_panic
-/// -- --include-ignored one_save_site`.
+/// evaluation of `Location::caller()` a fresh allocation). Found by this
+/// review, fixed: sites are compared by value.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "BUG: LeakReport::groups compares save sites with ptr::eq; under Miri one site \
-              is one group per value"
-)]
 fn one_save_site_is_one_group() {
     let r = Registry::new();
     let mut hs = Vec::new();
