@@ -387,6 +387,14 @@ impl Registry {
     /// Inside [`lend`](Registry::lend) on this thread it is served from the
     /// lend.
     ///
+    /// # Panics
+    ///
+    /// Never itself. But if the handle is unreffed while the guard lives,
+    /// the guard's drop drops the value, and a panic from the value's
+    /// `Drop` comes out of that drop. In an `extern "C"` function, where
+    /// nothing may unwind, keep the guard's drop inside the
+    /// `catch_unwind` too when the value's `Drop` may panic.
+    ///
     /// ```
     /// let r = handle_registry::Registry::new();
     /// let p = r.save(0u64);

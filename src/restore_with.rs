@@ -66,6 +66,13 @@ impl Registry {
     /// restoring, `f` runs on the fast path's own straight line, and the
     /// rest is one call made last. BENCHMARKS.md has the figures.
     ///
+    /// # Panics
+    ///
+    /// When `f` panics, and, as for a guard, when the handle was unreffed
+    /// during `f`: the release then drops the value, and a panic from its
+    /// `Drop` comes out of this call. In an `extern "C"` function, make the
+    /// whole call inside `catch_unwind` if the value's `Drop` may panic.
+    ///
     /// ```
     /// use handle_registry::Registry;
     ///

@@ -93,23 +93,22 @@ thread_local! {
 }
 
 unsafe extern "C" fn call_trampoline(user_data: *mut c_void, arg: c_int) -> c_int {
-    // Nothing may unwind into C: restore never panics, and the closure's
-    // panic is caught.
-    let out = match crate::restore::<Function>(user_data) {
-        Ok(mut f) => {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg))).map_err(|payload| {
-                // Dropping a payload can panic too; `c_unref` does the
-                // same for values' panics.
-                crate::panic::drop_payload(payload);
-                Error::Panicked
-            })
-        }
-        Err(e) => Err(e),
-    };
+    // Nothing may unwind into C. The release is inside the catch too: when
+    // the handle was unreffed during the call, it drops the closure here,
+    // and what the closure captured may panic in its `Drop`.
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::restore_with(user_data, |f: &mut Function| f(arg))
+    }))
+    .unwrap_or_else(|payload| {
+        // Dropping a payload can panic too; `c_unref` does the same for
+        // values' panics.
+        crate::panic::drop_payload(payload);
+        Err(Error::Panicked)
+    });
     match out {
         Ok(v) => v,
         Err(e) => {
-            FAILED.with(|f| f.set(Some(e)));
+            let _ = FAILED.try_with(|f| f.set(Some(e)));
             0
         }
     }
