@@ -66,7 +66,10 @@ pub enum TraverseError {
         message: String,
     },
     /// The traversal's state was removed from the registry while C was
-    /// running, by code that unreffed a handle it did not own.
+    /// running, by code that unreffed a handle it did not own (`Stale`), or
+    /// retained behind the traversal's back (`Retained`: the state stays
+    /// live with that reference). The visitor, and a panic it raised in
+    /// that traversal, go with the state.
     StateLost(crate::Error),
 }
 

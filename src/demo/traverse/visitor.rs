@@ -127,7 +127,13 @@ pub(crate) fn with_exclusive<V: Visitor, R>(
         .lend::<Exclusive<V>, _>(user_data, || call(cbs, user_data))
         .map_err(TraverseError::StateLost)?;
     let Exclusive { visitor, carrier } = state.into_inner().map_err(TraverseError::StateLost)?;
-    carrier.resume();
+    if let Some(payload) = carrier.take() {
+        // The half-updated visitor goes with the panic. Dropped first: as a
+        // local, it would be dropped by the resumed unwind, where a panic
+        // of its own `Drop` would abort the process.
+        crate::panic::catch_quietly(|| drop(visitor));
+        std::panic::resume_unwind(payload);
+    }
     Ok((visitor, returned))
 }
 
