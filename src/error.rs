@@ -43,7 +43,8 @@ pub enum Error {
     WrongRegistry,
     /// The handle is live but holds a value of another type.
     WrongType {
-        /// The type the caller asked for.
+        /// The type the caller asked for (for `with` and `call`, the
+        /// scope's record type around it, `…::Scoped<S>`).
         expected: &'static str,
         /// The type that was saved.
         found: &'static str,

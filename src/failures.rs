@@ -165,7 +165,9 @@ impl Failure {
     }
 
     /// The type the caller asked for (`"_"` for operations that name none,
-    /// such as `unref`).
+    /// such as `unref`). For a scope's callbacks (`with`, `call`) it is
+    /// the crate's record type around theirs (`…::Scoped<S>`), since that
+    /// is what a scope's handle holds.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();
@@ -177,7 +179,9 @@ impl Failure {
     }
 
     /// The crate's number for the thread that asked: distinct among live
-    /// threads, reused after a thread exits.
+    /// threads, reused after a thread exits (and possibly shared for a
+    /// moment by a thread in its thread-local teardown and a new one: see
+    /// README, "Semantics").
     ///
     /// ```
     /// let r = handle_registry::Registry::new();

@@ -85,7 +85,9 @@ impl LiveEntry {
         handle::to_ptr(self.handle as u64)
     }
 
-    /// The saved value's type, as [`std::any::type_name`] spells it.
+    /// The saved value's type, as [`std::any::type_name`] spells it;
+    /// wrapped in the crate's record type for weak, local and scope
+    /// handles (`…::WeakRecord<T>`, `…::LocalRecord<T>`, `…::Scoped<S>`).
     ///
     /// ```
     /// let r = handle_registry::Registry::new();

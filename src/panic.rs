@@ -128,7 +128,9 @@ impl PanicCarrier {
 
     /// Resumes the caught panic on this thread, if there is one.
     ///
-    /// Call it on the Rust side after the C function returned.
+    /// Call it on the Rust side after the C function returned; not while
+    /// this thread is already panicking (from a `Drop` during an unwind),
+    /// where a second panic aborts: use [`take`](Self::take) there.
     ///
     /// ```should_panic
     /// let c = handle_registry::panic::PanicCarrier::new();
