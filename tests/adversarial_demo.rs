@@ -10,6 +10,12 @@
 //! subscription; a visitor whose `Drop` panics after a callback panicked;
 //! panics from several Rust threads at once; a parallel traversal started
 //! from a C thread.
+//!
+//! Three tests found process aborts from safe code, since fixed (each
+//! failed before its fix): a `demo::kinds` closure dropped at its
+//! trampoline's release, outside the catch, whose capture panicked; and,
+//! twice, a half-updated visitor dropped by the resumed unwind of its
+//! callback's panic.
 #![cfg(not(miri))]
 
 mod common;

@@ -21,6 +21,11 @@
 //!   deadlock, counted); `set_report_failures` toggled while refusing;
 //!   what a scope's panic counts; the snapshot `failures()` returns; the
 //!   environment switch (`HANDLE_REGISTRY_REPORT_FAILURES`).
+//!
+//! Three tests found bugs, since fixed (each failed before its fix): a
+//! second payload kept after the first was taken; a `failures()` snapshot
+//! listing a refusal its counts missed; leak groups split by `Location`
+//! address under Miri. A fourth found the environment switch's docs wrong.
 
 mod common;
 
