@@ -565,8 +565,7 @@ impl Registry {
         };
         let out = body(ptr);
         drop(finish);
-        resume_caught(&end);
-        Ok(out)
+        Ok(out_or_resume(&end, out))
     }
 
     /// Saves `record` unborrowed for `body`, then waits for other threads'
@@ -608,8 +607,7 @@ impl Registry {
         };
         let out = body(ptr);
         drop(finish);
-        resume_caught(&end);
-        Ok(out)
+        Ok(out_or_resume(&end, out))
     }
 }
 
@@ -624,11 +622,16 @@ fn refuse<F>(error: Error, f: F) -> Error {
     error
 }
 
-/// Resumes a panic caught in a callback of the scope that just ended.
-fn resume_caught(end: &End) {
+/// The body's result, or, when a callback of the scope that just ended
+/// panicked, that panic resumed. The result is dropped first, and a panic
+/// of its own `Drop` discarded: left to the resumed unwind, that second
+/// panic would abort the process.
+fn out_or_resume<R>(end: &End, out: R) -> R {
     if let Some(payload) = end.carrier.take() {
+        crate::panic::catch_quietly(|| drop(out));
         resume_unwind(payload);
     }
+    out
 }
 
 #[cfg(test)]

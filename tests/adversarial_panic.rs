@@ -26,6 +26,9 @@
 //! second payload kept after the first was taken; a `failures()` snapshot
 //! listing a refusal its counts missed; leak groups split by `Location`
 //! address under Miri. A fourth found the environment switch's docs wrong.
+//! A fifth, added after a review of those fixes, found process aborts in
+//! the four scopes and `Pool::scope`: a body's result whose `Drop` panics
+//! was dropped by the resumed unwind of a callback's panic; fixed too.
 
 mod common;
 
@@ -374,6 +377,68 @@ fn nested_scopes_carry_the_inner_panic_out_once() {
         })
     }));
     assert_eq!(payload_text(&caught.unwrap_err()), "the body");
+    assert!(r.leak_report().is_empty());
+}
+
+handle_registry::static_callbacks! {
+    static BODY_OUT: [extern "C" fn(n: i32) -> i32; 2] else -1;
+}
+
+/// Promise (README, "Panics": a payload's panicking `Drop` is "never a
+/// double-panic abort"; the scopes and `Pool::scope` resume a callback's
+/// panic when they return): the body's result is the caller's value, and
+/// its `Drop` may panic. The scopes and `Pool::scope` resumed the
+/// callback's panic while that result was still a local, so it was
+/// dropped by the resumed unwind, and a panic there aborted the process.
+/// Found by a review of this review's fixes, fixed: the result is dropped
+/// first, its own panic discarded, then the callback's panic is resumed.
+/// Every form: `scope`, `scope_fn`, `scope_send`, `scope_sync` and
+/// `Pool::scope`. Runs in a child (the failure mode is an abort).
+#[test]
+fn a_body_result_whose_drop_panics_is_dropped_before_the_callback_panic_resumes() {
+    if !in_child("a_body_result_whose_drop_panics_is_dropped_before_the_callback_panic_resumes") {
+        return;
+    }
+    let r = Registry::new();
+    let resumed = |f: &mut dyn FnMut()| {
+        let caught = catch_unwind(AssertUnwindSafe(f)).unwrap_err();
+        assert_eq!(payload_text(&caught), "the callback");
+    };
+    let mut state = 0u8;
+    resumed(&mut || {
+        let _ = r.scope(&mut state, |p| {
+            let _ = r.with(p, |_: &mut u8| -> u8 { panic!("the callback") });
+            NestedPanic(1)
+        });
+    });
+    let mut f = |n: i32| -> i32 {
+        assert!(n < 0, "the callback");
+        n
+    };
+    resumed(&mut || {
+        let _ = r.scope_fn(&mut f, |p| {
+            let _ = r.call::<i32, i32>(p, 1);
+            NestedPanic(1)
+        });
+    });
+    resumed(&mut || {
+        let _ = r.scope_send(&mut state, |p| {
+            let _ = r.with(p, |_: &mut u8| -> u8 { panic!("the callback") });
+            NestedPanic(1)
+        });
+    });
+    resumed(&mut || {
+        let _ = r.scope_sync(&state, |p| {
+            let _ = r.with_ref(p, |_: &u8| -> u8 { panic!("the callback") });
+            NestedPanic(1)
+        });
+    });
+    resumed(&mut || {
+        let _ = BODY_OUT.scope(Box::new(|_n| panic!("the callback")), |f| {
+            assert_eq!(f(1), -1);
+            NestedPanic(1)
+        });
+    });
     assert!(r.leak_report().is_empty());
 }
 

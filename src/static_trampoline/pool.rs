@@ -382,7 +382,12 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         let mut guard = self.acquire(callback)?;
         guard.scoped = true;
         let out = body(guard.fn_ptr());
-        guard.finish();
+        if let Err(payload) = guard.try_finish() {
+            // `out` first, its own `Drop`'s panic discarded: left to the
+            // resumed unwind, a second panic would abort the process.
+            crate::panic::catch_quietly(|| drop(out));
+            resume_unwind(payload);
+        }
         Ok(out)
     }
 
