@@ -43,8 +43,9 @@ pub enum Error {
     WrongRegistry,
     /// The handle is live but holds a value of another type.
     WrongType {
-        /// The type the caller asked for (for `with` and `call`, the
-        /// scope's record type around it, `…::Scoped<S>`).
+        /// The type the caller asked for (for a scope's `with` and `call`,
+        /// the scope's record type around it, `…::Scoped<S>`; for
+        /// `with_ref`, `…::SharedScoped<S>`).
         expected: &'static str,
         /// The type that was saved.
         found: &'static str,

@@ -165,9 +165,10 @@ impl Failure {
     }
 
     /// The type the caller asked for (`"_"` for operations that name none,
-    /// such as `unref`). For a scope's callbacks (`with`, `call`) it is
-    /// the crate's record type around theirs (`…::Scoped<S>`), since that
-    /// is what a scope's handle holds.
+    /// such as `unref`). For a scope's callbacks it is the crate's record
+    /// type around theirs, since that is what a scope's handle holds:
+    /// `…::Scoped<S>` for `with` and `call`, `…::SharedScoped<S>` for
+    /// `with_ref`; a `Panicked` refusal names `S` itself.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();

@@ -87,7 +87,8 @@ impl LiveEntry {
 
     /// The saved value's type, as [`std::any::type_name`] spells it;
     /// wrapped in the crate's record type for weak, local and scope
-    /// handles (`…::WeakRecord<T>`, `…::LocalRecord<T>`, `…::Scoped<S>`).
+    /// handles (`…::WeakRecord<T>`, `…::LocalRecord<T>`, `…::Scoped<S>`,
+    /// `…::SharedScoped<S>`).
     ///
     /// ```
     /// let r = handle_registry::Registry::new();

@@ -391,9 +391,12 @@ impl Registry {
     ///
     /// Never itself. But if the handle is unreffed while the guard lives,
     /// the guard's drop drops the value, and a panic from the value's
-    /// `Drop` comes out of that drop. In an `extern "C"` function, where
-    /// nothing may unwind, keep the guard's drop inside the
-    /// `catch_unwind` too when the value's `Drop` may panic.
+    /// `Drop` comes out of that drop (it is discarded if the thread is
+    /// already unwinding; inside a [`lend`](Registry::lend), the value is
+    /// dropped when the lend ends, and its panic comes out of `lend`). In
+    /// an `extern "C"` function, where nothing may unwind, keep the guard's
+    /// drop inside the `catch_unwind` too when the value's `Drop` may
+    /// panic.
     ///
     /// ```
     /// let r = handle_registry::Registry::new();

@@ -70,8 +70,10 @@ impl Registry {
     ///
     /// When `f` panics, and, as for a guard, when the handle was unreffed
     /// during `f`: the release then drops the value, and a panic from its
-    /// `Drop` comes out of this call. In an `extern "C"` function, make the
-    /// whole call inside `catch_unwind` if the value's `Drop` may panic.
+    /// `Drop` comes out of this call (discarded if `f` is panicking
+    /// already; inside a [`lend`](Registry::lend), out of `lend` when it
+    /// ends). In an `extern "C"` function, make the whole call inside
+    /// `catch_unwind` if the value's `Drop` may panic.
     ///
     /// ```
     /// use handle_registry::Registry;
