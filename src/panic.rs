@@ -184,6 +184,15 @@ pub(crate) fn catch_quietly(f: impl FnOnce()) {
     }
 }
 
+/// Resumes `payload` after dropping `value`, which goes with it (a body's
+/// result, a half-updated visitor), and discarding a panic of `value`'s
+/// own `Drop`: left as a local, `value` would be dropped by the resumed
+/// unwind, where that second panic would abort the process.
+pub(crate) fn resume_dropping<T>(payload: Box<dyn Any + Send>, value: T) -> ! {
+    catch_quietly(|| drop(value));
+    resume_unwind(payload)
+}
+
 /// Keeps the first of several panics to resume later, and drops every
 /// later payload without unwinding: a payload's `Drop` may panic, and
 /// that panic would otherwise unwind past `first`, whose own drop during

@@ -57,7 +57,6 @@
 
 use std::any::{Any, TypeId};
 use std::ffi::c_void;
-use std::panic::resume_unwind;
 use std::sync::Arc;
 use std::thread::Thread;
 
@@ -623,13 +622,10 @@ fn refuse<F>(error: Error, f: F) -> Error {
 }
 
 /// The body's result, or, when a callback of the scope that just ended
-/// panicked, that panic resumed. The result is dropped first, and a panic
-/// of its own `Drop` discarded: left to the resumed unwind, that second
-/// panic would abort the process.
+/// panicked, that panic resumed (the result dropped first).
 fn out_or_resume<R>(end: &End, out: R) -> R {
     if let Some(payload) = end.carrier.take() {
-        crate::panic::catch_quietly(|| drop(out));
-        resume_unwind(payload);
+        crate::panic::resume_dropping(payload, out);
     }
     out
 }

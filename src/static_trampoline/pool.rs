@@ -383,10 +383,7 @@ impl<F: Signature, const N: usize> Pool<F, N> {
         guard.scoped = true;
         let out = body(guard.fn_ptr());
         if let Err(payload) = guard.try_finish() {
-            // `out` first, its own `Drop`'s panic discarded: left to the
-            // resumed unwind, a second panic would abort the process.
-            crate::panic::catch_quietly(|| drop(out));
-            resume_unwind(payload);
+            crate::panic::resume_dropping(payload, out);
         }
         Ok(out)
     }

@@ -128,11 +128,8 @@ pub(crate) fn with_exclusive<V: Visitor, R>(
         .map_err(TraverseError::StateLost)?;
     let Exclusive { visitor, carrier } = state.into_inner().map_err(TraverseError::StateLost)?;
     if let Some(payload) = carrier.take() {
-        // The half-updated visitor goes with the panic. Dropped first: as a
-        // local, it would be dropped by the resumed unwind, where a panic
-        // of its own `Drop` would abort the process.
-        crate::panic::catch_quietly(|| drop(visitor));
-        std::panic::resume_unwind(payload);
+        // The half-updated visitor goes with the panic.
+        crate::panic::resume_dropping(payload, visitor);
     }
     Ok((visitor, returned))
 }
