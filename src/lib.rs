@@ -239,10 +239,10 @@ pub fn retain(ptr: *mut c_void) -> Result<(), Error> {
 /// assert!(handle_registry::restore::<String>(p).is_err());
 /// ```
 pub extern "C" fn c_unref(ptr: *mut c_void) {
-    if let Err(payload) = std::panic::catch_unwind(|| unref(ptr)) {
-        // Nobody to resume it in; its own `Drop` may panic too.
-        panic::drop_payload(payload);
-    }
+    // A panic has nobody to resume it in; its payload's `Drop` may panic too.
+    panic::catch_quietly(|| {
+        let _ = unref(ptr);
+    });
 }
 
 /// Runs `f` on the state that [`Registry::scope`] or

@@ -74,9 +74,7 @@ impl PanicCarrier {
         if self.has_panicked() {
             // Skipped: drop `f` (and what it captured) where a panic in
             // that drop cannot escape either.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(f))) {
-                drop_payload(payload);
-            }
+            catch_quietly(|| drop(f));
             return None;
         }
         match catch_unwind(AssertUnwindSafe(f)) {

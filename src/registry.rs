@@ -1865,12 +1865,7 @@ impl Registry {
     #[inline(never)]
     unsafe fn dispose_unwinding(slot: &Slot) {
         // SAFETY: per the caller.
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-            slot.drop_value()
-        }));
-        if let Err(payload) = dropped {
-            crate::panic::drop_payload(payload);
-        }
+        crate::panic::catch_quietly(|| unsafe { slot.drop_value() });
     }
 
     /// The index of one of our slots (the slow path of an orphan's release,

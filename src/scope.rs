@@ -615,9 +615,7 @@ impl Registry {
 /// unwind into C.
 #[cold]
 fn refuse<F>(error: Error, f: F) -> Error {
-    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f))) {
-        crate::panic::drop_payload(payload);
-    }
+    crate::panic::catch_quietly(|| drop(f));
     error
 }
 

@@ -165,7 +165,7 @@ impl TraverseError {
         let message = crate::panic::message(&*payload)
             .unwrap_or("Box<dyn Any>")
             .to_owned();
-        super::route::discard(payload);
+        crate::panic::drop_payload(payload);
         TraverseError::Panicked { message }
     }
 }

@@ -5,7 +5,6 @@
 //! into C and nothing is dereferenced unchecked: a handle that does not
 //! resolve is counted and ignored, a panic is caught.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -112,18 +111,7 @@ fn dispatch<R: Route>(user_data: *mut c_void, event: Event) {
         Ok(Err(_)) => {
             IGNORED.fetch_add(1, Ordering::Relaxed);
         }
-        Err(payload) => discard(payload),
-    }
-}
-
-/// Drops a panic payload that has nowhere to go, even if its `Drop` panics.
-pub(crate) fn discard(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-        // The drop's own panic payload is usually a plain string; should it
-        // panic when dropped as well, leaking it is the only way to stop.
-        if let Err(last) = catch_unwind(AssertUnwindSafe(|| drop(again))) {
-            std::mem::forget(last);
-        }
+        Err(payload) => crate::panic::drop_payload(payload),
     }
 }
 
@@ -192,16 +180,5 @@ mod tests {
         });
         assert!(end_only.start.is_none() && end_only.end.is_some());
         assert!(c_callbacks::<Counter>(Wants::BOTH).start.is_some());
-    }
-
-    #[test]
-    fn a_payload_whose_drop_panics_is_discarded() {
-        struct Bomb;
-        impl Drop for Bomb {
-            fn drop(&mut self) {
-                panic!("in drop");
-            }
-        }
-        discard(Box::new(Bomb));
     }
 }
