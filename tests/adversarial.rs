@@ -20,21 +20,11 @@ use std::time::Duration;
 use handle_registry::{Error, Handle, Registry};
 
 mod common;
-use common::{in_child, ptr, OnDrop};
+use common::{in_child, ptr, Counted, OnDrop};
 
 /// How long a waiting test may take before it counts as a deadlock.
 fn patience() -> Duration {
     Duration::from_secs(if cfg!(miri) { 900 } else { 30 })
-}
-
-/// Counts drops of values of the test that made it.
-#[derive(Clone)]
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 thread_local! {

@@ -21,14 +21,12 @@
 mod common;
 mod traverse_support;
 
-use common::{in_child, watchdog};
+use common::{in_child, payload_text, watchdog, NestedPanic};
 use handle_registry::demo::traverse::{
     ignored_callbacks, publish, repeat_start, subscribe, traverse_file, traverse_file_mut,
     traverse_files_parallel, Callbacks, SyncVisitor, TraverseError, Visitor,
 };
-use handle_registry::panic::message;
 use handle_registry::{Error, Registry};
-use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -40,21 +38,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Panics when dropped, with a payload that panics when dropped, `depth`
-/// levels deep.
-struct NestedPanic(u32);
-impl Drop for NestedPanic {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            panic_any(NestedPanic(self.0 - 1));
-        }
-    }
-}
-
-fn text(payload: &(dyn Any + Send)) -> &str {
-    message(payload).unwrap_or("<not a string>")
 }
 
 /// The handle of the one live traversal state whose type name contains
@@ -271,7 +254,7 @@ fn a_panic_in_a_nested_traversal_comes_out_of_the_outer_one() {
         calls: Arc::clone(&calls),
     };
     let caught = catch_unwind(AssertUnwindSafe(|| traverse_file(outer.path(), visitor)));
-    assert_eq!(text(&*caught.unwrap_err()), "inner traversal");
+    assert_eq!(payload_text(&*caught.unwrap_err()), "inner traversal");
     assert_eq!(calls.load(SeqCst), 1);
     assert_eq!(live_states("OuterStarter") + live_states("InnerBomb"), 0);
 }
@@ -394,7 +377,7 @@ fn the_visitor_is_not_dropped_during_the_resumed_unwind() {
     let caught = catch_unwind(AssertUnwindSafe(|| {
         traverse_file_mut(file.path(), &mut visitor)
     }));
-    assert_eq!(text(&*caught.unwrap_err()), "the callback");
+    assert_eq!(payload_text(&*caught.unwrap_err()), "the callback");
     assert!(!visitor.armed);
     assert!(
         !DROPPED_WHILE_UNWINDING.load(SeqCst),
@@ -496,7 +479,7 @@ fn after_a_panic_the_rest_of_a_long_run_is_skipped() {
     let caught = catch_unwind(AssertUnwindSafe(|| {
         repeat_start(FirstOnly(Arc::clone(&calls)), 200_000).map(|_| ())
     }));
-    assert_eq!(text(&*caught.unwrap_err()), "first of many");
+    assert_eq!(payload_text(&*caught.unwrap_err()), "first of many");
     assert_eq!(calls.load(SeqCst), 1);
 }
 

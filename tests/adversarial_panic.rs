@@ -32,38 +32,15 @@
 
 mod common;
 
-use common::{in_child, ptr, rounds, watchdog};
+use common::{in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
 use handle_registry::failures::RECENT;
-use handle_registry::panic::{message, PanicCarrier};
+use handle_registry::panic::PanicCarrier;
 use handle_registry::{Error, Handle, Registry};
 use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
-
-/// Panics when dropped, with a payload that panics when dropped, `depth`
-/// levels deep.
-struct NestedPanic(u32);
-impl Drop for NestedPanic {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            panic_any(NestedPanic(self.0 - 1));
-        }
-    }
-}
-
-/// Counts its drops.
-struct Counted(Arc<AtomicUsize>);
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
-
-fn payload_text(payload: &Box<dyn Any + Send>) -> &str {
-    message(&**payload).unwrap_or("<not a string>")
-}
 
 /// The deepest chain of panicking payloads a test builds. Past 7 levels
 /// the crate leaks the rest of the chain on purpose (`drop_payload`),
@@ -125,7 +102,7 @@ fn after_the_first_panic_no_callback_starts_on_any_thread() {
     });
     assert_eq!(ran_after.load(SeqCst), 0);
     let payload = c.take().expect("one payload");
-    assert!(payload_text(&payload).starts_with("thread "));
+    assert!(payload_text(&*payload).starts_with("thread "));
     assert!(c.take().is_none());
     assert!(c.has_panicked());
     assert_eq!(c.catch(|| 1), None);
@@ -161,8 +138,8 @@ fn skipped_closures_and_later_payloads_never_unwind_however_deep() {
         })
     }));
     assert!(matches!(r, Ok(None)));
-    assert_eq!(payload_text(&c2.take().unwrap()), "inner first");
-    assert_eq!(payload_text(&c.take().unwrap()), "first");
+    assert_eq!(payload_text(&*c2.take().unwrap()), "inner first");
+    assert_eq!(payload_text(&*c.take().unwrap()), "first");
 }
 
 /// Promise (`impl Drop for PanicCarrier`, README "Panics"): "a payload
@@ -181,7 +158,7 @@ fn a_carrier_dropped_during_an_unwind_with_a_deep_payload_chain_does_not_abort()
             c.catch(move || panic_any(NestedPanic(depth)));
             panic!("the body");
         }));
-        assert_eq!(payload_text(&r.unwrap_err()), "the body");
+        assert_eq!(payload_text(&*r.unwrap_err()), "the body");
         let c = PanicCarrier::new();
         c.catch(move || panic_any(NestedPanic(depth)));
         drop(c); // outside an unwind too
@@ -227,7 +204,7 @@ fn nested_carriers_hand_the_inner_panic_outwards() {
     assert!(!inner_ran_after.load(SeqCst));
     assert_eq!(outer.catch(|| 2), None);
     let r = catch_unwind(AssertUnwindSafe(|| outer.resume()));
-    assert_eq!(payload_text(&r.unwrap_err()), "inner");
+    assert_eq!(payload_text(&*r.unwrap_err()), "inner");
 }
 
 /// Promise (`PanicCarrier`: "Holds the first panic caught in a group of
@@ -253,14 +230,14 @@ fn no_second_payload_after_the_first_was_taken() {
         });
         entered.wait();
         c.catch(|| panic!("first"));
-        assert_eq!(payload_text(&c.take().unwrap()), "first");
+        assert_eq!(payload_text(&*c.take().unwrap()), "first");
         go.wait();
     });
     let second = c.take();
     assert!(
         second.is_none(),
         "a second payload appeared: {:?}",
-        second.as_ref().map(payload_text)
+        second.as_deref().map(payload_text)
     );
 }
 
@@ -315,7 +292,7 @@ fn what_a_scope_panic_counts() {
             assert_eq!(r.with(p, |s: &mut u32| *s += 1), Err(Error::Panicked));
         })
     }));
-    assert_eq!(payload_text(&caught.unwrap_err()), "cb");
+    assert_eq!(payload_text(&*caught.unwrap_err()), "cb");
     assert_eq!(state, 0);
     let f = r.failures();
     assert_eq!(f.count(&Error::Panicked), 3, "{f}");
@@ -329,7 +306,7 @@ fn what_a_scope_panic_counts() {
     }
     assert_eq!(r.failures().total(), 3);
     let carrier = r.take::<PanicCarrier>(p).unwrap();
-    assert_eq!(payload_text(&carrier.take().unwrap()), "carried");
+    assert_eq!(payload_text(&*carrier.take().unwrap()), "carried");
 }
 
 /// Promise (scope module: "later callbacks of the same scope are skipped
@@ -376,7 +353,7 @@ fn nested_scopes_carry_the_inner_panic_out_once() {
             panic!("the body");
         })
     }));
-    assert_eq!(payload_text(&caught.unwrap_err()), "the body");
+    assert_eq!(payload_text(&*caught.unwrap_err()), "the body");
     assert!(r.leak_report().is_empty());
 }
 
@@ -402,7 +379,7 @@ fn a_body_result_whose_drop_panics_is_dropped_before_the_callback_panic_resumes(
     let r = Registry::new();
     let resumed = |f: &mut dyn FnMut()| {
         let caught = catch_unwind(AssertUnwindSafe(f)).unwrap_err();
-        assert_eq!(payload_text(&caught), "the callback");
+        assert_eq!(payload_text(&*caught), "the callback");
     };
     let mut state = 0u8;
     resumed(&mut || {
@@ -982,7 +959,7 @@ fn c_unref_of_a_value_whose_drop_and_payload_panic() {
     assert_eq!(drain(payload), depth);
     // `resume_unwind` of a caught payload works as std's.
     let again = catch_unwind(|| resume_unwind(Box::new("x")));
-    assert_eq!(payload_text(&again.unwrap_err()), "x");
+    assert_eq!(payload_text(&*again.unwrap_err()), "x");
 }
 
 /// Promise (`Registry::leak_report`: "Every live value's handle"; pages

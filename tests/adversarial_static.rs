@@ -20,21 +20,12 @@ use handle_registry::static_callbacks;
 use handle_registry::static_trampoline::{Pool, SlotGuard};
 
 mod common;
-use common::{watchdog, OnDrop};
+use common::{watchdog, Counted, OnDrop};
 
 /// Calls of one slot in a row that make it this thread's hot handle.
 const HOT: usize = if cfg!(miri) { 12 } else { 1100 };
 
 type Cb = extern "C" fn(i32) -> i32;
-
-/// Counts its drops.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
 
 fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))

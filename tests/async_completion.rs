@@ -19,17 +19,8 @@ use handle_registry::{c_unref, Error};
 
 mod common;
 mod executor;
-use common::rounds;
+use common::{rounds, Counted};
 use executor::{block_on, next, park_waker, Sendable};
-
-/// Counts its drops: proves a value is dropped exactly once, never leaked.
-#[derive(Debug)]
-struct Counted(Arc<AtomicUsize>);
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 // ---- One-shot --------------------------------------------------------------
 

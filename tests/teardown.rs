@@ -13,7 +13,7 @@ use std::time::Duration;
 use handle_registry::{Error, Registry};
 
 mod common;
-use common::{ptr, OnDrop};
+use common::{ptr, NestedPanic, OnDrop};
 
 thread_local! {
     /// Guards kept alive until this thread-local is destroyed.
@@ -215,18 +215,6 @@ fn a_registry_dropped_while_unwinding_does_not_abort() {
     });
     let payload = caught.unwrap_err();
     assert_eq!(handle_registry::panic::message(&*payload), Some("first"));
-}
-
-/// Panics when dropped, with a payload that panics when dropped, `0`
-/// levels deep.
-struct NestedPanic(u32);
-
-impl Drop for NestedPanic {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            std::panic::panic_any(NestedPanic(self.0 - 1));
-        }
-    }
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! Each test binary uses only some of these, hence the `dead_code` allow.
 #![allow(dead_code)]
 
+use std::any::Any;
 use std::ffi::c_void;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// A handle's integer as the `void*` a C caller would pass.
@@ -32,6 +34,36 @@ impl Drop for OnDrop {
             f();
         }
     }
+}
+
+/// Counts its drops in the shared counter: proves a value is dropped
+/// exactly once, never leaked, and on which side of a call.
+#[derive(Debug)]
+pub struct Counted(pub Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A panic payload that panics when dropped, `n` levels deep: each drop
+/// panics with `NestedPanic(n - 1)`, down to 0.
+#[derive(Debug)]
+pub struct NestedPanic(pub u32);
+
+impl Drop for NestedPanic {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            std::panic::panic_any(NestedPanic(self.0 - 1));
+        }
+    }
+}
+
+/// A panic payload's text, or `"<not a string>"`. Pass `&*payload`: a
+/// `&Box<dyn Any + Send>` would coerce to the box itself as the `Any`.
+pub fn payload_text(payload: &(dyn Any + Send)) -> &str {
+    handle_registry::panic::message(payload).unwrap_or("<not a string>")
 }
 
 /// Aborts the process with `what` if not dropped within 20 s.
