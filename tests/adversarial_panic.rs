@@ -579,10 +579,14 @@ fn refusals_and_reports_from_inside_a_drop_the_registry_runs() {
 
 /// Promise (`Registry::set_report_failures`, `failures` module): switching
 /// the report on and off while other threads refuse never panics,
-/// deadlocks or loses a count. (The lines go to the real stderr: a few.)
-/// Held.
+/// deadlocks or loses a count. Held. (In a child process: the report
+/// lines go to the real stderr, past the harness's capture, and the
+/// child's stderr is kept instead.)
 #[test]
 fn toggling_the_report_while_refusing() {
+    if !in_child("toggling_the_report_while_refusing") {
+        return;
+    }
     let _w = watchdog("toggling_the_report_while_refusing");
     let r = Registry::new();
     let n = rounds(100, 10);
@@ -1006,8 +1010,12 @@ fn a_report_taken_while_pages_grow_lists_every_earlier_save() {
 /// C makes" and must not panic): a refusal made from a thread-local
 /// destructor, with the report switched on (stderr), while the thread's
 /// own bookkeeping is being torn down, is counted and never panics. Held.
+/// (In a child process, for the report line, as above.)
 #[test]
 fn a_refusal_from_a_thread_local_destructor_is_counted() {
+    if !in_child("a_refusal_from_a_thread_local_destructor_is_counted") {
+        return;
+    }
     static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
     let r = R.get_or_init(Registry::new);
     r.set_report_failures(true);
