@@ -1,0 +1,1368 @@
+//! Adversarial review of the scopes (`Registry::scope`, `scope_fn`,
+//! `scope_send`, `scope_sync`, their callbacks' `with`, `call`,
+//! `with_ref`, free and method forms) and of `Registry::lend` with the
+//! `restore` / `restore_with` / `restore_ref` it serves. Public API only,
+//! safe Rust plus `extern "C"` trampolines written as C would call them.
+//! Each test names the promise it attacks and says whether it held.
+//!
+//! Attacked:
+//!
+//! * Forged and foreign handles in `with` / `call` / `with_ref`: NULL, 1,
+//!   a real pointer, a handle of another type, a private registry's scope
+//!   handle given to the global free functions (and the other way round),
+//!   a dead registry's handle; inside an active scope too, so the lend
+//!   stack is searched.
+//! * Re-entrancy: `with` in `with`, `call` in `call`, `with_ref` in
+//!   `with_ref`; a scope of the `&mut S` a callback got; three nested
+//!   scopes reaching each other's handles from bodies and callbacks; a
+//!   `lend` inside a scope callback and a scope inside a lend; a `Handle`
+//!   made in a callback and used after the scope.
+//! * What the rest of the API does to a scope's handle: typed removals
+//!   (`take`, `restore*`, `lend`, `Handle::from_ptr`), `retain` (then the
+//!   scope ends with references "out"), `unref` / `c_unref` from inside a
+//!   callback and from another thread.
+//! * Threads: a scope's handle leaked to threads that keep calling across
+//!   the scope's end (parked borrows included): every `Ok` is counted
+//!   against the state, every late call must be `Stale`; `WrongThread`
+//!   while the scope's thread is inside a callback; `scope_send` callbacks
+//!   on the scope's own thread long enough to park, then the end, an
+//!   `unref` of the parked borrow, and slot reuse.
+//! * Panics: the body panics while threads call back; a thread's callback
+//!   panics and the body returns; payloads whose `Drop` panics, with the
+//!   body unwinding too; two `with_ref` callbacks panicking at once; all
+//!   through `extern "C"` trampolines in a child process (an unwind into C
+//!   aborts).
+//! * Thread-local teardown: every scope form and a lend started from a
+//!   thread-local destructor, registered before and after the thread's
+//!   first use of the registry.
+//! * `lend`: `take` / `unref` / `restore_with` of the lent handle inside
+//!   it; a body that unwinds after an `unref` of a value whose `Drop`
+//!   panics; `mem::forget` of a lent guard; early exits by `?` and panic
+//!   from nested lends.
+//!
+//! Outcome: see each test's last line.
+
+mod common;
+
+use common::{in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
+use handle_registry::{Error, Handle, Registry};
+use std::any::Any;
+use std::ffi::{c_int, c_void};
+use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Barrier};
+
+/// Levels of a panicking payload (each is a panic: Miri pays for them).
+const DEEP: u32 = if cfg!(miri) { 2 } else { 6 };
+
+/// Drops a payload whose `Drop` may panic, level after level; returns how
+/// many levels panicked.
+fn drain(payload: Box<dyn Any + Send>) -> u32 {
+    let mut payload = payload;
+    let mut levels = 0;
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+            Ok(()) => return levels,
+            Err(next) => {
+                levels += 1;
+                payload = next;
+            }
+        }
+    }
+}
+
+/// A value whose `Drop` always panics, also while its thread unwinds
+/// (where an uncaught one aborts the process): use it in a child only
+/// when it may be dropped by an unwind.
+struct Bomb(Arc<AtomicUsize>);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+        panic!("Bomb dropped");
+    }
+}
+
+// ---------------------------------------------------------------------
+// Forged and foreign handles
+// ---------------------------------------------------------------------
+
+/// Promise (README "Errors": `Null`, `Invalid` "forged integers, real
+/// pointers, garbage", `WrongRegistry` "the handle's registry bits name
+/// another Registry", `WrongType`; README "Synchronous C calls": "the
+/// callbacks' free functions reach the global registry's scopes only"):
+/// `with`, `call`, `with_ref` (free and method forms) given NULL, 1, a
+/// real pointer, a saved value of another kind, a private registry's
+/// scope handle, a global scope handle on a private registry, a dead
+/// registry's handle; each from inside an active scope of each registry
+/// so the lend stack is searched. Held.
+#[test]
+fn forged_and_foreign_handles_are_errors_everywhere() {
+    let g = Registry::global();
+    let private = Registry::new();
+    let dead = {
+        let d = Registry::new();
+        let mut x = 0u32;
+        // A live handle of `d`, made stale by `d`'s end below.
+        let p = d.save(0u32);
+        d.scope(&mut x, |_| ()).unwrap();
+        p as usize
+    };
+    let local = 5u64;
+    let real = &local as *const u64 as *mut c_void;
+    let plain = g.save(7u32);
+    let mut gs = 1u32;
+    let mut ps = 2u32;
+    g.scope(&mut gs, |gp| {
+        private
+            .scope(&mut ps, |pp| {
+                // The free functions and the global registry's methods.
+                assert_eq!(
+                    handle_registry::with(std::ptr::null_mut(), |_: &mut u32| ()),
+                    Err(Error::Null)
+                );
+                assert_eq!(
+                    handle_registry::call::<u8, u8>(std::ptr::null_mut(), 1),
+                    Err(Error::Null)
+                );
+                assert_eq!(
+                    handle_registry::with_ref(std::ptr::null_mut(), |_: &u32| ()),
+                    Err(Error::Null)
+                );
+                assert_eq!(
+                    handle_registry::with(ptr(1), |_: &mut u32| ()),
+                    Err(Error::Invalid)
+                );
+                assert_eq!(
+                    handle_registry::call::<u8, u8>(ptr(1), 1),
+                    Err(Error::Invalid)
+                );
+                assert_eq!(
+                    handle_registry::with_ref(ptr(1), |_: &u32| ()),
+                    Err(Error::Invalid)
+                );
+                assert!(handle_registry::with(real, |_: &mut u64| ()).is_err());
+                assert!(handle_registry::call::<u8, u8>(real, 1).is_err());
+                assert!(handle_registry::with_ref(real, |_: &u64| ()).is_err());
+                assert!(matches!(
+                    handle_registry::with(plain, |_: &mut u32| ()),
+                    Err(Error::WrongType { .. })
+                ));
+                assert!(matches!(
+                    handle_registry::call::<u8, u8>(plain, 1),
+                    Err(Error::WrongType { .. })
+                ));
+                assert!(matches!(
+                    handle_registry::with_ref(plain, |_: &u32| ()),
+                    Err(Error::WrongType { .. })
+                ));
+                // A private registry's scope handle, of the right type.
+                assert_eq!(
+                    handle_registry::with(pp, |_: &mut u32| ()),
+                    Err(Error::WrongRegistry)
+                );
+                assert_eq!(
+                    handle_registry::with_ref(pp, |_: &u32| ()),
+                    Err(Error::WrongRegistry)
+                );
+                assert_eq!(g.call::<u8, u8>(pp, 1), Err(Error::WrongRegistry));
+                // The global scope handle on the private registry.
+                assert_eq!(
+                    private.with(gp, |_: &mut u32| ()),
+                    Err(Error::WrongRegistry)
+                );
+                assert_eq!(
+                    private.with_ref(gp, |_: &u32| ()),
+                    Err(Error::WrongRegistry)
+                );
+                // A dead registry's handle (its id may have been reused by
+                // another test's registry meanwhile: any error, never a hit).
+                assert!(private.with(ptr(dead), |_: &mut u32| ()).is_err());
+                assert!(g.with(ptr(dead), |_: &mut u32| ()).is_err());
+                assert!(handle_registry::call::<u8, u8>(ptr(dead), 1).is_err());
+                // Each registry still serves its own handle, of the right type.
+                assert_eq!(private.with(pp, |s: &mut u32| *s), Ok(2));
+                assert_eq!(g.with(gp, |s: &mut u32| *s), Ok(1));
+                assert!(matches!(
+                    g.with(gp, |_: &mut u64| ()),
+                    Err(Error::WrongType { .. })
+                ));
+                // The exclusive record on its own thread: `Busy` (the
+                // borrow is checked before the type).
+                assert_eq!(private.with_ref(pp, |_: &u32| ()), Err(Error::Busy));
+            })
+            .unwrap();
+    })
+    .unwrap();
+    assert_eq!(handle_registry::take::<u32>(plain), Ok(7));
+}
+
+// ---------------------------------------------------------------------
+// Re-entrancy
+// ---------------------------------------------------------------------
+
+/// Promise (`Registry::with`: "`Error::Busy` when called inside itself";
+/// `with_ref`: "Errors as for `with`"): the same handle's callback inside
+/// its own callback, for every form. `with`, `call` and `with` on a
+/// `scope_send`: `Busy`. Held. `with_ref` inside `with_ref` of a
+/// `scope_sync` on one thread is *served* (two shared borrows), not
+/// `Busy`: the rustdoc's "Errors as for with" is silent on it (doc
+/// finding; the behaviour is sound, both are `&S`).
+#[test]
+fn a_callback_inside_itself() {
+    let r = Registry::global();
+    let mut a = 0u32;
+    r.scope(&mut a, |p| {
+        r.with(p, |a: &mut u32| {
+            *a += 1;
+            assert_eq!(r.with(p, |_: &mut u32| ()), Err(Error::Busy));
+            // Served again once the inner refusal returned.
+        })
+        .unwrap();
+        r.with(p, |a: &mut u32| *a += 1).unwrap();
+    })
+    .unwrap();
+    assert_eq!(a, 2);
+
+    let mut calls = 0;
+    let p_cell = std::cell::Cell::new(std::ptr::null_mut());
+    let mut f = |x: u8| {
+        calls += 1;
+        let inner = Registry::global().call::<u8, u8>(p_cell.get(), x);
+        assert_eq!(inner, Err(Error::Busy));
+        x
+    };
+    let out = r
+        .scope_fn(&mut f, |p| {
+            p_cell.set(p);
+            r.call::<u8, u8>(p, 3)
+        })
+        .unwrap();
+    assert_eq!(out, Ok(3));
+    assert_eq!(calls, 1);
+
+    let mut b = 0u32;
+    r.scope_send(&mut b, |p| {
+        r.with(p, |b: &mut u32| {
+            *b += 1;
+            assert_eq!(r.with(p, |_: &mut u32| ()), Err(Error::Busy));
+        })
+        .unwrap();
+    })
+    .unwrap();
+    assert_eq!(b, 1);
+
+    let c = AtomicU64::new(0);
+    r.scope_sync(&c, |p| {
+        let nested = r.with_ref(p, |c: &AtomicU64| {
+            c.fetch_add(1, SeqCst);
+            r.with_ref(p, |c: &AtomicU64| c.fetch_add(10, SeqCst))
+        });
+        assert_eq!(nested, Ok(Ok(1)), "with_ref in with_ref: served");
+        // A `with` (exclusive) of the shared form's handle: the wrong record.
+        assert!(matches!(
+            r.with(p, |_: &mut AtomicU64| ()),
+            Err(Error::WrongType { .. })
+        ));
+    })
+    .unwrap();
+    assert_eq!(c.into_inner(), 11);
+}
+
+/// Promise (README "Threads and re-entrancy": "Inside a callback, code may
+/// ... start a nested C call or scope"; scope module: the claim of a
+/// record that is not the innermost goes to the slow path): a callback
+/// scopes the `&mut S` it was given again; three nested scopes reach each
+/// other's handles from their bodies and callbacks; the outer handle
+/// inside its own callback stays `Busy` however deep; every inner handle
+/// is `Stale` after its scope. Held.
+#[test]
+fn nested_scopes_reach_each_other() {
+    let r = Registry::global();
+    let mut s = vec![0u32];
+    let inner_p = r
+        .scope(&mut s, |outer| {
+            r.with(outer, |v: &mut Vec<u32>| {
+                v.push(1);
+                // Re-scope the `&mut` the callback holds.
+                let q = r
+                    .scope(&mut *v, |inner| {
+                        r.with(inner, |v: &mut Vec<u32>| v.push(2)).unwrap();
+                        assert_eq!(r.with(outer, |_: &mut Vec<u32>| ()), Err(Error::Busy));
+                        inner as usize
+                    })
+                    .unwrap();
+                assert_eq!(r.with(ptr(q), |_: &mut Vec<u32>| ()), Err(Error::Stale));
+                v.push(3);
+                q
+            })
+            .unwrap()
+        })
+        .unwrap();
+    assert_eq!(
+        r.with(ptr(inner_p), |_: &mut Vec<u32>| ()),
+        Err(Error::Stale)
+    );
+    assert_eq!(s, [0, 1, 2, 3]);
+
+    let (mut a, mut b, mut c) = (0u8, 0u16, 0u32);
+    r.scope(&mut a, |pa| {
+        r.scope(&mut b, |pb| {
+            r.scope(&mut c, |pc| {
+                // From the innermost body, every level.
+                r.with(pa, |a: &mut u8| *a += 1).unwrap();
+                r.with(pb, |b: &mut u16| *b += 1).unwrap();
+                r.with(pc, |c: &mut u32| *c += 1).unwrap();
+                // From inside the outermost's callback: the others served,
+                // itself Busy.
+                r.with(pa, |a: &mut u8| {
+                    *a += 1;
+                    r.with(pc, |c: &mut u32| *c += 1).unwrap();
+                    r.with(pb, |b: &mut u16| {
+                        *b += 1;
+                        assert_eq!(r.with(pa, |_: &mut u8| ()), Err(Error::Busy));
+                        assert_eq!(r.with(pb, |_: &mut u16| ()), Err(Error::Busy));
+                        r.with(pc, |c: &mut u32| *c += 1).unwrap();
+                    })
+                    .unwrap();
+                })
+                .unwrap();
+                // Types are checked per record, also off the innermost.
+                assert!(matches!(
+                    r.with(pa, |_: &mut u16| ()),
+                    Err(Error::WrongType { .. })
+                ));
+            })
+            .unwrap();
+            // `pc` is gone; the outer two still served.
+            r.with(pa, |a: &mut u8| *a += 1).unwrap();
+        })
+        .unwrap();
+    })
+    .unwrap();
+    assert_eq!((a, b, c), (3, 2, 3));
+}
+
+/// Promise (lend module: "Lending a handle ... re-lends"; a lent restore
+/// "is served"; README: "Inside a callback, code may save, restore, take
+/// and unref other handles, or start a nested C call or scope"): a `lend`
+/// inside a scope callback, a scope inside a lend's body whose callbacks
+/// `restore_with` the lent value, and an owning `Handle` made inside a
+/// callback, returned out of the scope and used after it. Held.
+#[test]
+fn lends_and_scopes_interleave() {
+    let r = Registry::new();
+    let q = r.save(0u64);
+    let mut state = 0u32;
+    let h = r
+        .scope(&mut state, |p| {
+            r.with(p, |s: &mut u32| {
+                *s += 1;
+                r.lend::<u64, _>(q, || {
+                    *r.restore::<u64>(q).unwrap() += 1;
+                    // The scope's record is reachable too, only not itself.
+                    assert_eq!(r.with(p, |_: &mut u32| ()), Err(Error::Busy));
+                    let mut inner = 0u8;
+                    r.scope(&mut inner, |ip| {
+                        r.with(ip, |i: &mut u8| {
+                            *i += 1;
+                            r.restore_with(q, |v: &mut u64| *v += 10).unwrap();
+                        })
+                        .unwrap();
+                    })
+                    .unwrap();
+                    assert_eq!(inner, 1);
+                })
+                .unwrap();
+                r.handle(String::from("made in a callback"))
+            })
+            .unwrap()
+        })
+        .unwrap();
+    assert_eq!(state, 1);
+    assert_eq!(h.restore().unwrap().as_str(), "made in a callback");
+    assert_eq!(h.into_inner().unwrap(), "made in a callback");
+    assert_eq!(r.take::<u64>(q), Ok(11));
+    assert!(r.is_empty());
+}
+
+// ---------------------------------------------------------------------
+// The rest of the API on a scope's handle
+// ---------------------------------------------------------------------
+
+/// Promise (scope module: "another thread ... never reaches a value that
+/// is not `Send`"; "When the scope returns, no callback can reach the
+/// state"): a scope's handle given to the typed calls that would move or
+/// borrow a saved value (`take`, `restore`, `restore_with`,
+/// `restore_ref`, `lend`, `Handle::from_ptr_in`) under the state's type:
+/// each is an error, in the body and inside a callback, for all four
+/// forms, and the state is intact. Held.
+#[test]
+fn typed_calls_never_take_a_scopes_record() {
+    let r = Registry::new();
+    fn poke(r: &Registry, p: *mut c_void) {
+        // `WrongType`, or `Busy` on a pinned scope's own thread (which
+        // holds the record's borrow: checked before the type).
+        assert!(matches!(
+            r.take::<u32>(p),
+            Err(Error::WrongType { .. } | Error::Busy)
+        ));
+        assert!(r.restore::<u32>(p).is_err());
+        assert!(r.restore_ref::<u32>(p).is_err());
+        assert!(r.restore_with(p, |_: &mut u32| ()).is_err());
+        assert!(r.lend::<u32, _>(p, || ()).is_err());
+        assert!(Handle::<u32>::from_ptr_in(r, p).is_err());
+    }
+    let mut a = 1u32;
+    r.scope(&mut a, |p| {
+        poke(&r, p);
+        r.with(p, |a: &mut u32| {
+            poke(&r, p);
+            *a += 1;
+        })
+        .unwrap();
+    })
+    .unwrap();
+    let mut b = 1u32;
+    r.scope_send(&mut b, |p| {
+        poke(&r, p);
+        r.with(p, |b: &mut u32| {
+            poke(&r, p);
+            *b += 1;
+        })
+        .unwrap();
+    })
+    .unwrap();
+    let c = 1u32;
+    r.scope_sync(&c, |p| {
+        poke(&r, p);
+        r.with_ref(p, |_: &u32| poke(&r, p)).unwrap();
+    })
+    .unwrap();
+    let mut f = |x: u32| x + 1;
+    r.scope_fn(&mut f, |p| {
+        poke(&r, p);
+        assert_eq!(r.call::<u32, u32>(p, 1), Ok(2));
+    })
+    .unwrap();
+    assert_eq!((a, b), (2, 2));
+    assert!(r.is_empty());
+}
+
+/// Promise (`Registry::retain`: "works on a borrowed value too"; scope
+/// module: "When the scope returns, no callback can reach the state";
+/// README "Errors", `Stale`: "by the end of its scope"): `retain` of a
+/// scope's handle (twice, once from inside a callback), then more
+/// callbacks, then the scope ends with "references out". After: `with`,
+/// `unref`, `retain` and `ref_count` are all `Stale`, nothing is left in
+/// the registry, and a new value in the freed slot counts 1. Held, all
+/// four forms.
+#[test]
+fn retained_scope_handles_end_with_the_scope() {
+    let r = Registry::new();
+    let mut ends = Vec::new();
+    let mut a = 0u32;
+    ends.push(
+        r.scope(&mut a, |p| {
+            r.retain(p).unwrap();
+            r.with(p, |a: &mut u32| {
+                r.retain(p).unwrap();
+                *a += 1;
+            })
+            .unwrap();
+            assert_eq!(r.ref_count(p), Ok(3));
+            r.unref(p).unwrap();
+            r.with(p, |a: &mut u32| *a += 1).unwrap();
+            p as usize
+        })
+        .unwrap(),
+    );
+    let mut b = 0u32;
+    ends.push(
+        r.scope_send(&mut b, |p| {
+            r.retain(p).unwrap();
+            r.with(p, |b: &mut u32| {
+                r.retain(p).unwrap();
+                *b += 1;
+            })
+            .unwrap();
+            r.with(p, |b: &mut u32| *b += 1).unwrap();
+            p as usize
+        })
+        .unwrap(),
+    );
+    let c = AtomicU64::new(0);
+    ends.push(
+        r.scope_sync(&c, |p| {
+            r.with_ref(p, |c: &AtomicU64| {
+                r.retain(p).unwrap();
+                c.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+            r.with_ref(p, |c: &AtomicU64| c.fetch_add(1, SeqCst))
+                .unwrap();
+            p as usize
+        })
+        .unwrap(),
+    );
+    let mut n = 0;
+    let mut f = |x: u32| n += x;
+    ends.push(
+        r.scope_fn(&mut f, |p| {
+            r.retain(p).unwrap();
+            r.call::<u32, ()>(p, 1).unwrap();
+            p as usize
+        })
+        .unwrap(),
+    );
+    let _ = f;
+    assert_eq!((a, b, c.load(SeqCst), n), (2, 2, 2, 1));
+    for p in ends {
+        assert_eq!(r.with(ptr(p), |_: &mut u32| ()), Err(Error::Stale));
+        assert_eq!(r.unref(ptr(p)), Err(Error::Stale));
+        assert_eq!(r.retain(ptr(p)), Err(Error::Stale));
+        assert_eq!(r.ref_count(ptr(p)), Err(Error::Stale));
+    }
+    assert!(r.is_empty());
+    let q = r.save(0u8);
+    assert_eq!(r.ref_count(q), Ok(1));
+    assert_eq!(r.take::<u8>(q), Ok(0));
+}
+
+/// Promise (scope module: "if C removed it first (an unref as
+/// destroy-notify), the record is dropped by its last borrower instead";
+/// `run_lent`: "an unref meanwhile only orphans it"): `unref` and
+/// `c_unref` of a scope's handle from inside its own callback, which then
+/// goes on writing the state; every later callback is `Stale`, the scope
+/// returns normally with the writes, for all four forms; a pinned scope's
+/// handle unreffed from another thread mid-callback likewise. Held.
+#[test]
+fn unref_inside_a_callback_orphans_the_record() {
+    let r = Registry::global();
+    let mut a: Vec<u8> = Vec::new();
+    r.scope(&mut a, |p| {
+        r.with(p, |a: &mut Vec<u8>| {
+            a.push(1);
+            assert_eq!(r.unref(p), Ok(()));
+            handle_registry::c_unref(p); // again: ignored
+            a.push(2);
+        })
+        .unwrap();
+        assert_eq!(r.with(p, |a: &mut Vec<u8>| a.push(3)), Err(Error::Stale));
+    })
+    .unwrap();
+    assert_eq!(a, [1, 2]);
+
+    let mut b: Vec<u8> = Vec::new();
+    r.scope_send(&mut b, |p| {
+        r.with(p, |b: &mut Vec<u8>| {
+            b.push(1);
+            handle_registry::c_unref(p);
+            b.push(2);
+        })
+        .unwrap();
+        assert_eq!(r.with(p, |b: &mut Vec<u8>| b.push(3)), Err(Error::Stale));
+    })
+    .unwrap();
+    assert_eq!(b, [1, 2]);
+
+    let c = AtomicU64::new(0);
+    r.scope_sync(&c, |p| {
+        r.with_ref(p, |c: &AtomicU64| {
+            c.fetch_add(1, SeqCst);
+            handle_registry::c_unref(p);
+            c.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+        assert_eq!(
+            r.with_ref(p, |c: &AtomicU64| c.fetch_add(1, SeqCst)),
+            Err(Error::Stale)
+        );
+    })
+    .unwrap();
+    assert_eq!(c.into_inner(), 2);
+
+    // A pinned scope, unreffed from another thread while its own thread is
+    // inside a callback: WrongThread for that thread's `call`, the unref
+    // succeeds, and the callback in progress finishes on the state.
+    let mut log: Vec<u8> = Vec::new();
+    let mut f = |x: u8| {
+        log.push(x);
+        x
+    };
+    r.scope_fn(&mut f, |p| {
+        let q = p as usize;
+        let first = r.call::<u8, u8>(p, 1);
+        let inside = r.with(p, |_: &mut u8| ());
+        assert!(matches!(inside, Err(Error::WrongType { .. })));
+        let there = std::thread::spawn(move || {
+            (
+                handle_registry::call::<u8, u8>(ptr(q), 2),
+                handle_registry::unref(ptr(q)),
+                handle_registry::call::<u8, u8>(ptr(q), 3),
+            )
+        })
+        .join()
+        .unwrap();
+        assert_eq!(first, Ok(1));
+        assert_eq!(there, (Err(Error::WrongThread), Ok(()), Err(Error::Stale)));
+        assert_eq!(r.call::<u8, u8>(p, 4), Err(Error::Stale));
+    })
+    .unwrap();
+    let _ = f;
+    assert_eq!(log, [1]);
+}
+
+// ---------------------------------------------------------------------
+// Threads
+// ---------------------------------------------------------------------
+
+/// Promise (scope module: "When the scope returns, no callback can reach
+/// the state any more: a late call answers `Error::Stale`. For the forms
+/// that admit other threads, the scope first waits for callbacks still
+/// running there"; `scope`: "A callback from another thread gets
+/// `WrongThread`"): a scope's handle leaks to threads that call back in a
+/// loop across the scope's end (long enough to park their borrows on
+/// Linux). Every `Ok` a thread counted must show in the state, and the
+/// first call made after the thread saw the scope's end must be `Stale`
+/// (never a hang, never a hit). `scope_send`, `scope_sync`, and `scope`
+/// (where every call is `WrongThread`, then `Stale`). Held.
+#[test]
+fn leaked_handles_called_across_the_scopes_end() {
+    let _w = watchdog("leaked_handles_called_across_the_scopes_end");
+    let r = Registry::global();
+    let threads = 2;
+    for _ in 0..rounds(4, 1) {
+        // scope_send
+        let ended = AtomicBool::new(false);
+        let mut total = 0u64;
+        let warm = Barrier::new(threads + 1);
+        let oks: Vec<u64> = std::thread::scope(|s| {
+            let (ended, warm) = (&ended, &warm);
+            let (tx, rx) = mpsc::channel::<usize>();
+            let rx = Arc::new(std::sync::Mutex::new(rx));
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = rx.clone();
+                    s.spawn(move || {
+                        let q = rx.lock().unwrap().recv().unwrap();
+                        let mut ok = 0u64;
+                        let mut i = 0usize;
+                        loop {
+                            if i == rounds(1500, 20) {
+                                warm.wait();
+                            }
+                            i += 1;
+                            let seen_end = ended.load(SeqCst);
+                            match handle_registry::with(ptr(q), |t: &mut u64| *t += 1) {
+                                Ok(()) => {
+                                    assert!(!seen_end, "a call after the scope's end was served");
+                                    ok += 1;
+                                }
+                                Err(e) => {
+                                    assert_eq!(e, Error::Stale);
+                                    // Stale for good.
+                                    assert_eq!(
+                                        handle_registry::with(ptr(q), |t: &mut u64| *t += 1),
+                                        Err(Error::Stale)
+                                    );
+                                    if seen_end {
+                                        return ok;
+                                    }
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            r.scope_send(&mut total, |p| {
+                for _ in 0..threads {
+                    tx.send(p as usize).unwrap();
+                }
+                warm.wait();
+            })
+            .unwrap();
+            ended.store(true, SeqCst);
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(total, oks.iter().sum::<u64>());
+
+        // scope_sync
+        let ended = AtomicBool::new(false);
+        let hits = AtomicU64::new(0);
+        let warm = Barrier::new(threads + 1);
+        let oks: Vec<u64> = std::thread::scope(|s| {
+            let (ended, warm) = (&ended, &warm);
+            let (tx, rx) = mpsc::channel::<usize>();
+            let rx = Arc::new(std::sync::Mutex::new(rx));
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = rx.clone();
+                    s.spawn(move || {
+                        let q = rx.lock().unwrap().recv().unwrap();
+                        let mut ok = 0u64;
+                        let mut i = 0usize;
+                        loop {
+                            if i == rounds(1500, 20) {
+                                warm.wait();
+                            }
+                            i += 1;
+                            let seen_end = ended.load(SeqCst);
+                            match handle_registry::with_ref(ptr(q), |h: &AtomicU64| {
+                                h.fetch_add(1, SeqCst)
+                            }) {
+                                Ok(_) => {
+                                    assert!(!seen_end, "a call after the scope's end was served");
+                                    ok += 1;
+                                }
+                                Err(e) => {
+                                    assert_eq!(e, Error::Stale);
+                                    if seen_end {
+                                        return ok;
+                                    }
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            r.scope_sync(&hits, |p| {
+                for _ in 0..threads {
+                    tx.send(p as usize).unwrap();
+                }
+                warm.wait();
+            })
+            .unwrap();
+            ended.store(true, SeqCst);
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(hits.into_inner(), oks.iter().sum::<u64>());
+
+        // scope (pinned): WrongThread while it runs, Stale after.
+        let ended = AtomicBool::new(false);
+        let mut pinned = 0u64;
+        let warm = Barrier::new(2);
+        std::thread::scope(|s| {
+            let (ended, warm) = (&ended, &warm);
+            let (tx, rx) = mpsc::channel::<usize>();
+            let worker = s.spawn(move || {
+                let q = rx.recv().unwrap();
+                let mut i = 0usize;
+                loop {
+                    if i == rounds(1500, 20) {
+                        warm.wait();
+                    }
+                    i += 1;
+                    let seen_end = ended.load(SeqCst);
+                    match handle_registry::with(ptr(q), |t: &mut u64| *t += 1) {
+                        Err(Error::WrongThread) => assert!(!seen_end),
+                        Err(Error::Stale) if seen_end => return,
+                        Err(Error::Stale) => {}
+                        other => panic!("pinned scope reached from another thread: {other:?}"),
+                    }
+                }
+            });
+            r.scope(&mut pinned, |p| {
+                tx.send(p as usize).unwrap();
+                // Inside a callback of our own while the worker hammers.
+                r.with(p, |t: &mut u64| {
+                    *t += 1;
+                    warm.wait();
+                })
+                .unwrap();
+            })
+            .unwrap();
+            ended.store(true, SeqCst);
+            worker.join().unwrap();
+        });
+        assert_eq!(pinned, 1);
+    }
+}
+
+/// Promise (`scope_send`: "Callbacks on this thread pay a plain
+/// `restore`", and a plain restore parks after 1024 in a row on Linux;
+/// README: a parked borrow changes "nothing ... in what you can do"):
+/// `scope_send` callbacks on the scope's own thread long enough to park,
+/// then (1) the scope ends, (2) the body `unref`s the parked handle
+/// first, (3) the same, from a worker thread that parked it and then
+/// stays idle. Each scope returns (no wait for itself), late calls are
+/// `Stale`, and a later scope that reuses the slot is served while the old
+/// handle stays `Stale`. Held.
+#[test]
+fn scope_send_parked_borrows_end_cleanly() {
+    let _w = watchdog("scope_send_parked_borrows_end_cleanly");
+    let r = Registry::new();
+    let n = rounds(2000, 30) as u64;
+    for unref_first in [false, true] {
+        let mut s = 0u64;
+        let old = r
+            .scope_send(&mut s, |p| {
+                for _ in 0..n {
+                    r.with(p, |s: &mut u64| *s += 1).unwrap();
+                }
+                if unref_first {
+                    r.unref(p).unwrap();
+                    assert_eq!(r.with(p, |s: &mut u64| *s += 1), Err(Error::Stale));
+                }
+                p as usize
+            })
+            .unwrap();
+        assert_eq!(s, n);
+        assert_eq!(r.with(ptr(old), |s: &mut u64| *s += 1), Err(Error::Stale));
+        let mut t = 0u64;
+        let new = r
+            .scope_send(&mut t, |p| {
+                assert_eq!(r.with(ptr(old), |s: &mut u64| *s += 1), Err(Error::Stale));
+                r.with(p, |t: &mut u64| *t += 1).unwrap();
+                p as usize
+            })
+            .unwrap();
+        assert_ne!(new, old);
+        assert_eq!(t, 1);
+        assert!(r.is_empty());
+    }
+    // A worker parks the handle, then idles (alive) while the body unrefs
+    // it and the scope ends.
+    let mut s = 0u64;
+    let (go_tx, go_rx) = mpsc::channel::<usize>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (late_tx, late_rx) = mpsc::channel::<()>();
+    std::thread::scope(|sc| {
+        let r = &r;
+        let worker = sc.spawn(move || {
+            let q = go_rx.recv().unwrap();
+            for _ in 0..n {
+                r.with(ptr(q), |s: &mut u64| *s += 1).unwrap();
+            }
+            done_tx.send(()).unwrap();
+            late_rx.recv().unwrap();
+            r.with(ptr(q), |s: &mut u64| *s += 1)
+        });
+        r.scope_send(&mut s, |p| {
+            go_tx.send(p as usize).unwrap();
+            done_rx.recv().unwrap();
+            r.unref(p).unwrap();
+        })
+        .unwrap();
+        late_tx.send(()).unwrap();
+        assert_eq!(worker.join().unwrap(), Err(Error::Stale));
+    });
+    assert_eq!(s, n);
+    assert!(r.is_empty());
+}
+
+/// Promise (scope module: "A panic in `with`, `with_ref` or `call` is
+/// caught ...; later callbacks of the same scope are skipped with
+/// `Panicked`, and the scope resumes the panic when it returns"): a
+/// worker's callback of a `scope_send` / `scope_sync` panics; later
+/// callbacks from any thread are `Panicked`; the body returns a `Counted`
+/// value, which is dropped once, and the scope resumes the worker's
+/// payload. Held.
+#[test]
+fn a_workers_panic_comes_out_of_the_scope() {
+    let r = Registry::global();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut s = 0u32;
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.scope_send(&mut s, |p| {
+            let q = p as usize;
+            let got = std::thread::spawn(move || {
+                let first = handle_registry::with(ptr(q), |_: &mut u32| panic_any("worker"));
+                let later = handle_registry::with(ptr(q), |s: &mut u32| *s += 1);
+                (first, later)
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got, (Err(Error::Panicked), Err(Error::Panicked)));
+            assert_eq!(r.with(p, |s: &mut u32| *s += 1), Err(Error::Panicked));
+            Counted(drops.clone())
+        })
+    }));
+    let payload = out.err().expect("the worker's panic resumed");
+    assert_eq!(payload_text(&*payload), "worker");
+    assert_eq!(drops.load(SeqCst), 1);
+    assert_eq!(s, 0);
+
+    let hits = AtomicU64::new(0);
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.scope_sync(&hits, |p| {
+            let q = p as usize;
+            std::thread::scope(|sc| {
+                sc.spawn(move || {
+                    let first =
+                        handle_registry::with_ref(ptr(q), |_: &AtomicU64| panic_any("reader"));
+                    assert_eq!(first, Err(Error::Panicked));
+                });
+            });
+            let later = r.with_ref(p, |h: &AtomicU64| h.fetch_add(1, SeqCst));
+            assert_eq!(later, Err(Error::Panicked));
+            Counted(drops.clone())
+        })
+    }));
+    let payload = out.err().expect("the reader's panic resumed");
+    assert_eq!(payload_text(&*payload), "reader");
+    assert_eq!(drops.load(SeqCst), 2);
+    assert_eq!(hits.into_inner(), 0);
+}
+
+/// Promise (`scope_send`: "Before returning, the scope waits for callbacks
+/// still running on other threads", also when the body unwinds: its
+/// `Finish` guard): the body panics while a worker is inside a callback
+/// (it entered before the panic and leaves after a short handshake) and
+/// while others keep calling; the scope's unwind waits for it, the
+/// body's payload comes out, and the late calls are `Stale`. Held.
+#[test]
+fn the_body_panics_while_workers_call_back() {
+    let _w = watchdog("the_body_panics_while_workers_call_back");
+    let r = Registry::global();
+    let mut v: Vec<u32> = Vec::new();
+    let (inside_tx, inside_rx) = mpsc::channel::<()>();
+    let (stuck_tx, stuck_rx) = mpsc::channel::<()>();
+    let worker = std::sync::Mutex::new(None);
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.scope_send(&mut v, |p| {
+            let q = p as usize;
+            *worker.lock().unwrap() = Some(std::thread::spawn(move || {
+                handle_registry::with(ptr(q), |v: &mut Vec<u32>| {
+                    inside_tx.send(()).unwrap();
+                    // Returns once the body is gone (its sender dropped).
+                    let _ = stuck_rx.recv();
+                    v.push(1);
+                })
+                .unwrap();
+                handle_registry::with(ptr(q), |v: &mut Vec<u32>| v.push(2))
+            }));
+            inside_rx.recv().unwrap();
+            let _stuck = stuck_tx; // dropped by the unwind
+            panic_any("body");
+        })
+    }));
+    assert_eq!(payload_text(&*out.err().unwrap()), "body");
+    // The scope's unwind waited for the callback's write; the worker's
+    // second call raced the scope's end: served before it, or `Stale`.
+    let late = worker.lock().unwrap().take().unwrap().join().unwrap();
+    match late {
+        Ok(()) => assert_eq!(v, [1, 2]),
+        Err(e) => {
+            assert_eq!(e, Error::Stale);
+            assert_eq!(v, [1]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Panics through C
+// ---------------------------------------------------------------------
+
+unsafe extern "C" fn on_u32(user_data: *mut c_void, i: c_int) -> c_int {
+    handle_registry::with(user_data, |s: &mut u32| {
+        if i == 1 {
+            panic_any(NestedPanic(DEEP));
+        }
+        *s += 1;
+        0
+    })
+    .unwrap_or(-1)
+}
+
+unsafe extern "C" fn on_fn(user_data: *mut c_void, i: c_int) -> c_int {
+    handle_registry::call(user_data, i).unwrap_or(-1)
+}
+
+/// Stands for a C function calling `cb` synchronously `n` times.
+unsafe extern "C" fn c_for_each(
+    cb: unsafe extern "C" fn(*mut c_void, c_int) -> c_int,
+    user_data: *mut c_void,
+    n: c_int,
+) -> c_int {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += unsafe { cb(user_data, i) };
+    }
+    sum
+}
+
+/// Promise (README "Panics": "No panic crosses into C"; scope module:
+/// later callbacks "skipped with `Panicked`", the panic resumed when the
+/// scope returns; README: a payload left in a carrier "is dropped with
+/// it, and a panic from the payload's own `Drop` is caught there"):
+/// callbacks through `extern "C"` trampolines; the second one panics with
+/// a payload whose `Drop` panics `DEEP` levels; the rest are skipped (a
+/// skipped `with`'s closure, and a `call` refused for its type, drop a
+/// value whose `Drop` panics); then (1) the body
+/// returns and the payload is resumed, (2) the body panics too, and its
+/// own payload wins. `scope` and `scope_fn`. In a child process. Held.
+#[test]
+fn panics_through_extern_c_never_unwind_into_c() {
+    if !in_child("panics_through_extern_c_never_unwind_into_c") {
+        return;
+    }
+    let r = Registry::global();
+    for body_panics in [false, true] {
+        let mut s = 0u32;
+        let drops = Arc::new(AtomicUsize::new(0));
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            r.scope(&mut s, |p| {
+                // SAFETY: `c_for_each` calls `on_u32` with our handle.
+                let sum = unsafe { c_for_each(on_u32, p, 4) };
+                assert_eq!(sum, -3);
+                let bomb = Bomb(drops.clone());
+                let skipped = r.with(p, move |_: &mut u32| drop(bomb));
+                assert_eq!(skipped, Err(Error::Panicked));
+                if body_panics {
+                    panic_any("body");
+                }
+            })
+        }));
+        let payload = out.err().expect("a panic comes out");
+        if body_panics {
+            assert_eq!(payload_text(&*payload), "body");
+        } else {
+            assert!(payload.is::<NestedPanic>());
+            assert_eq!(drain(payload), DEEP);
+        }
+        assert_eq!(s, 1);
+        assert_eq!(drops.load(SeqCst), 1);
+
+        let mut seen = Vec::new();
+        let bomb_drops = drops.clone();
+        let mut f = move |i: c_int| {
+            seen.push(i);
+            if i == 1 {
+                panic_any(NestedPanic(DEEP));
+            }
+            i
+        };
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            r.scope_fn(&mut f, |p| {
+                // SAFETY: as above.
+                let sum = unsafe { c_for_each(on_fn, p, 3) };
+                assert_eq!(sum, -2);
+                // A call refused for its type, whose argument panics when
+                // dropped.
+                let refused = r.call::<Bomb, ()>(p, Bomb(bomb_drops.clone()));
+                assert!(matches!(refused, Err(Error::WrongType { .. })));
+                if body_panics {
+                    panic_any("body");
+                }
+            })
+        }));
+        let payload = out.err().expect("a panic comes out");
+        if body_panics {
+            assert_eq!(payload_text(&*payload), "body");
+        } else {
+            assert_eq!(drain(payload), DEEP);
+        }
+        assert_eq!(drops.load(SeqCst), 2);
+    }
+}
+
+unsafe extern "C" fn on_shared(user_data: *mut c_void, _i: c_int) -> c_int {
+    handle_registry::with_ref(user_data, |b: &Barrier| {
+        b.wait();
+        panic_any(NestedPanic(DEEP))
+    })
+    .unwrap_or(-1)
+}
+
+/// Promise (README "Panics": "No panic crosses into C"; `PanicCarrier`:
+/// the first panic wins, the second payload is discarded, and a panic
+/// from a payload's `Drop` is caught): two `scope_sync` callbacks,
+/// through an `extern "C"` trampoline on two threads, are inside
+/// `with_ref` at once and both panic with payloads whose `Drop` panics;
+/// the loser's payload is dropped on its C thread. No abort; the scope
+/// resumes one payload. Then again with a body that panics too, so the
+/// winner's payload is dropped with the carrier during the unwind. In a
+/// child process. Held.
+#[test]
+fn concurrent_panics_in_with_ref_through_c() {
+    if !in_child("concurrent_panics_in_with_ref_through_c") {
+        return;
+    }
+    let _w = watchdog("concurrent_panics_in_with_ref_through_c");
+    let r = Registry::global();
+    for body_panics in [false, true] {
+        let b = Barrier::new(2);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            r.scope_sync(&b, |p| {
+                let q = p as usize;
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(move || {
+                            // SAFETY: `c_for_each` calls `on_shared` with our handle.
+                            let sum = unsafe { c_for_each(on_shared, ptr(q), 2) };
+                            assert_eq!(sum, -2);
+                        });
+                    }
+                });
+                if body_panics {
+                    panic_any("body");
+                }
+            })
+        }));
+        let payload = out.err().expect("a panic comes out");
+        if body_panics {
+            assert_eq!(payload_text(&*payload), "body");
+        } else {
+            assert_eq!(drain(payload), DEEP);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Thread-local teardown
+// ---------------------------------------------------------------------
+
+/// Every scope form and a lend, with callbacks, from where `run` is
+/// called; returns what each answered (`Ok` or the error).
+fn every_scope_once() -> Vec<Result<u32, Error>> {
+    let r = Registry::global();
+    let mut out = Vec::new();
+    let mut a = 0u32;
+    out.push(
+        r.scope(&mut a, |p| r.with(p, |a: &mut u32| *a += 1).map(|_| 1))
+            .and_then(|x| x),
+    );
+    let mut f = |x: u32| x + 1;
+    out.push(
+        r.scope_fn(&mut f, |p| r.call::<u32, u32>(p, 1))
+            .and_then(|x| x),
+    );
+    let mut b = 0u32;
+    out.push(
+        r.scope_send(&mut b, |p| r.with(p, |b: &mut u32| *b += 3).map(|_| 3))
+            .and_then(|x| x),
+    );
+    let c = 4u32;
+    out.push(
+        r.scope_sync(&c, |p| r.with_ref(p, |c: &u32| *c))
+            .and_then(|x| x),
+    );
+    let q = r.save(4u32);
+    out.push(
+        r.lend::<u32, _>(q, || r.restore_with(q, |v: &mut u32| *v + 1))
+            .and_then(|x| x),
+    );
+    // Whatever the lend answered, `q` is ours to remove.
+    let _ = r.unref(q);
+    for (i, got) in out.iter().enumerate() {
+        assert!(
+            matches!(got, Ok(_) | Err(Error::Busy)),
+            "form {i} answered {got:?}"
+        );
+    }
+    if out[0].is_ok() {
+        assert_eq!(a, 1);
+    }
+    out
+}
+
+type Body = std::cell::RefCell<Option<common::OnDrop>>;
+
+thread_local! {
+    static EARLY: Body = const { std::cell::RefCell::new(None) };
+    static LATE: Body = const { std::cell::RefCell::new(None) };
+}
+
+/// Promise (`scope`: "Fails without running `body` only when the registry
+/// is full, or with `Busy` on a thread without an owner id"; README
+/// "Thread-local teardown": every promise kept): all four scopes and a
+/// lend, with their callbacks, run from two thread-local destructors: one
+/// registered before the thread first used the registry, one after; on a
+/// thread that ran every form before. Each answers `Ok` with the right
+/// value or `Busy`; no panic, no abort. In a child process. Held.
+#[test]
+fn scopes_from_thread_local_destructors() {
+    if !in_child("scopes_from_thread_local_destructors") {
+        return;
+    }
+    let _w = watchdog("scopes_from_thread_local_destructors");
+    type Report = (&'static str, Vec<Result<u32, Error>>);
+    let (tx, rx) = mpsc::channel::<Report>();
+    std::thread::spawn(move || {
+        let (early, late) = (tx.clone(), tx);
+        EARLY.with(|b| {
+            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
+                let _ = early.send(("early", every_scope_once()));
+            }))))
+        });
+        assert_eq!(every_scope_once(), [Ok(1), Ok(2), Ok(3), Ok(4), Ok(5)]);
+        LATE.with(|b| {
+            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
+                let _ = late.send(("late", every_scope_once()));
+            }))))
+        });
+    })
+    .join()
+    .unwrap();
+    let got: Vec<Report> = rx.iter().collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (_, out) in &got {
+        for (i, v) in out.iter().enumerate() {
+            if let Ok(v) = v {
+                assert_eq!(*v, [1, 2, 3, 4, 5][i], "{got:?}");
+            }
+        }
+    }
+    // Visible with --nocapture: which forms ran and which were refused.
+    println!("{got:?}");
+}
+
+// ---------------------------------------------------------------------
+// lend
+// ---------------------------------------------------------------------
+
+/// Promise (lend module: "`unref` inside the call marks the slot
+/// orphaned; the lend notices it ... and answers `Stale`, and the value is
+/// dropped when the lend ends"; README: "`take` ... is `Busy` on the
+/// borrowing thread"): inside a lend, `take` of the lent handle is `Busy`
+/// and changes nothing; `restore_with` is served; `unref` makes
+/// `restore`, `restore_with`, `restore_ref` and an inner `lend` `Stale`,
+/// the value stays until the lend ends, and is dropped exactly once
+/// there. Held.
+#[test]
+fn take_and_unref_of_the_lent_handle() {
+    let r = Registry::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = r.save(Counted(drops.clone()));
+    r.lend::<Counted, _>(p, || {
+        assert_eq!(r.take::<Counted>(p).err(), Some(Error::Busy));
+        assert_eq!(r.restore_with(p, |_: &mut Counted| 1), Ok(1));
+        r.unref(p).unwrap();
+        assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
+        assert_eq!(r.restore_with(p, |_: &mut Counted| 1), Err(Error::Stale));
+        assert_eq!(r.lend::<Counted, _>(p, || ()).err(), Some(Error::Stale));
+        assert_eq!(r.take::<Counted>(p).err(), Some(Error::Stale));
+        assert_eq!(drops.load(SeqCst), 0, "dropped inside the lend");
+    })
+    .unwrap();
+    assert_eq!(drops.load(SeqCst), 1);
+    assert!(r.is_empty());
+}
+
+/// Promise (README "Threads and re-entrancy": "A value dropped while its
+/// thread unwinds (the last guard of an unreffed value released by the
+/// unwind ...) has its panic caught and dropped: never a double-panic
+/// abort"; "`unref` re-raises the panic to its caller (or ... the call
+/// that did the drop re-raises it)"): the lent value, whose `Drop`
+/// panics, is unreffed inside the lend; then (1) the body panics: the
+/// lend's end drops the value during the unwind, and the body's payload
+/// comes out; (2) the body returns: the drop's panic comes out of `lend`;
+/// (3) a lent guard escapes the lend and is dropped by an unwind. In a
+/// child process. Held.
+#[test]
+fn lend_ending_drops_an_unreffed_panicking_value() {
+    if !in_child("lend_ending_drops_an_unreffed_panicking_value") {
+        return;
+    }
+    let r = Registry::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let p = r.save(Bomb(drops.clone()));
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.lend::<Bomb, _>(p, || {
+            r.unref(p).unwrap();
+            panic_any("body");
+        })
+    }));
+    assert_eq!(payload_text(&*out.err().unwrap()), "body");
+    assert_eq!(drops.load(SeqCst), 1);
+
+    let p = r.save(Bomb(drops.clone()));
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.lend::<Bomb, _>(p, || {
+            r.unref(p).unwrap();
+            7
+        })
+    }));
+    assert_eq!(payload_text(&*out.err().unwrap()), "Bomb dropped");
+    assert_eq!(drops.load(SeqCst), 2);
+
+    let p = r.save(Bomb(drops.clone()));
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        let kept = r
+            .lend::<Bomb, _>(p, || r.restore::<Bomb>(p).unwrap())
+            .unwrap();
+        r.unref(p).unwrap();
+        let _kept = kept;
+        panic_any("after");
+    }));
+    assert_eq!(payload_text(&*out.err().unwrap()), "after");
+    assert_eq!(drops.load(SeqCst), 3);
+    assert!(r.is_empty());
+}
+
+/// Promise (README "Threads and re-entrancy": "`mem::forget` of a guard
+/// leaks its borrow: the value stays borrowed for good (... this thread
+/// gets `Busy`) and is dropped only with its registry. It never changes
+/// the answer for another handle"): a lent guard forgotten inside a lend
+/// (and one inside a nested re-lend); after the lend: `restore`, `take`,
+/// `lend` are `Busy`; `unref` orphans; another handle of the registry is
+/// served; the value is dropped once, with the registry. Held.
+#[test]
+fn a_forgotten_lent_guard_leaks_the_borrow() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    for nested in [false, true] {
+        let r = Registry::new();
+        let p = r.save(Counted(drops.clone()));
+        let other = r.save(1u8);
+        r.lend::<Counted, _>(p, || {
+            if nested {
+                r.lend::<Counted, _>(p, || std::mem::forget(r.restore::<Counted>(p).unwrap()))
+                    .unwrap();
+            } else {
+                std::mem::forget(r.restore::<Counted>(p).unwrap());
+            }
+            assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
+            assert_eq!(r.restore_with(other, |o: &mut u8| *o), Ok(1));
+        })
+        .unwrap();
+        assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Busy));
+        assert_eq!(r.take::<Counted>(p).err(), Some(Error::Busy));
+        assert_eq!(r.lend::<Counted, _>(p, || ()).err(), Some(Error::Busy));
+        assert_eq!(r.take::<u8>(other), Ok(1));
+        assert_eq!(r.unref(p), Ok(()));
+        assert_eq!(r.restore::<Counted>(p).err(), Some(Error::Stale));
+        let before = drops.load(SeqCst);
+        drop(r);
+        assert_eq!(drops.load(SeqCst), before + 1);
+    }
+}
+
+/// Promise (lend module: the record "is popped before that frame ends,
+/// also on unwind"; `lend` "returns what its closure returns"): nested
+/// lends of two handles (and of one handle twice) left by `?` and by a
+/// panic from the innermost body, with a lent guard alive at that
+/// moment; afterwards, no lend is left on the thread: both values are
+/// taken with their writes, and a new lend of each works. Held.
+#[test]
+fn early_exits_from_nested_lends() {
+    let r = Registry::new();
+    let (a, b) = (r.save(0u32), r.save(0u64));
+    fn inner(r: &Registry, a: *mut c_void, b: *mut c_void) -> Result<(), Error> {
+        r.lend::<u64, _>(b, || -> Result<(), Error> {
+            *r.restore::<u32>(a)? += 1;
+            let _g = r.restore::<u64>(b)?;
+            r.restore::<u64>(b)?; // Busy: leaves by `?` with `_g` alive
+            unreachable!()
+        })?
+    }
+    let out = r.lend::<u32, _>(a, || inner(&r, a, b)).unwrap();
+    assert_eq!(out, Err(Error::Busy));
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.lend::<u32, _>(a, || {
+            r.lend::<u32, _>(a, || {
+                r.lend::<u64, _>(b, || {
+                    *r.restore::<u64>(b).unwrap() += 1;
+                    let _g = r.restore::<u32>(a).unwrap();
+                    panic_any("inner");
+                })
+            })
+        })
+    }));
+    assert_eq!(payload_text(&*out.err().unwrap()), "inner");
+    // Outside every lend: ordinary borrows again.
+    r.lend::<u64, _>(b, || *r.restore::<u64>(b).unwrap() += 10)
+        .unwrap();
+    assert_eq!(r.take::<u32>(a), Ok(1));
+    assert_eq!(r.take::<u64>(b), Ok(11));
+}
