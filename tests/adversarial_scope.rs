@@ -1366,3 +1366,288 @@ fn early_exits_from_nested_lends() {
     assert_eq!(r.take::<u32>(a), Ok(1));
     assert_eq!(r.take::<u64>(b), Ok(11));
 }
+
+// ---------------------------------------------------------------------
+// Parked borrows under scopes and lends
+// ---------------------------------------------------------------------
+
+/// Promise (README, parked borrows: "Nothing changes in what you can do";
+/// lend module: "A guard that escapes the lend ... inherits the real
+/// borrow"; "Other threads see an ordinary exclusive borrow held for the
+/// whole call, and wait"): a value this thread restored long enough to
+/// park is lent; lent `restore_with`s and a guard that escapes the lend;
+/// a worker's `take` waits for that guard and gets every write. Then the
+/// same with a worker that waits for the whole lend. Held.
+#[test]
+fn lend_of_a_parked_borrow() {
+    let _w = watchdog("lend_of_a_parked_borrow");
+    let r = Registry::new();
+    let n = rounds(2000, 30) as u64;
+    let p = r.save(0u64);
+    for _ in 0..n {
+        r.restore_with(p, |v: &mut u64| *v += 1).unwrap();
+    }
+    let mut kept = r
+        .lend::<u64, _>(p, || {
+            for _ in 0..10 {
+                r.restore_with(p, |v: &mut u64| *v += 1).unwrap();
+            }
+            r.restore::<u64>(p).unwrap()
+        })
+        .unwrap();
+    assert_eq!(r.restore::<u64>(p).err(), Some(Error::Busy));
+    *kept += 1;
+    let q = p as usize;
+    std::thread::scope(|s| {
+        let r = &r;
+        let (tx, rx) = mpsc::channel::<()>();
+        let taker = s.spawn(move || {
+            tx.send(()).unwrap();
+            r.take::<u64>(ptr(q))
+        });
+        rx.recv().unwrap();
+        drop(kept);
+        assert_eq!(taker.join().unwrap(), Ok(n + 11));
+    });
+
+    let p = r.save(0u64);
+    for _ in 0..n {
+        r.restore_with(p, |v: &mut u64| *v += 1).unwrap();
+    }
+    let q = p as usize;
+    std::thread::scope(|s| {
+        let r = &r;
+        let waiter = r
+            .lend::<u64, _>(p, || {
+                let (tx, rx) = mpsc::channel::<()>();
+                let waiter = s.spawn(move || {
+                    tx.send(()).unwrap();
+                    r.restore_with(ptr(q), |v: &mut u64| *v)
+                });
+                rx.recv().unwrap();
+                r.restore_with(p, |v: &mut u64| *v += 5).unwrap();
+                waiter
+            })
+            .unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(n + 5));
+    });
+    assert_eq!(r.take::<u64>(p), Ok(n + 5));
+}
+
+/// Promise (scope module: "When the scope returns ... a late call answers
+/// `Stale`"; README "Errors", `Stale`: "never resolves again, not even to
+/// a later value in the same slot"): a worker parks its borrow of a
+/// `scope_send` handle (or reads a `scope_sync` one long enough), then
+/// idles, alive, across (1) the scope's end and (2) an `unref` of the
+/// handle by the body; the slot is reused by a pinned `scope` and by a
+/// new `scope_send`: the worker's old handle stays `Stale`, the pinned
+/// one is `WrongThread`, the new shared one is served. Also a worker that
+/// exits while parked. No scope waits forever. Held.
+#[test]
+fn idle_parked_workers_across_scope_ends_and_slot_reuse() {
+    let _w = watchdog("idle_parked_workers_across_scope_ends_and_slot_reuse");
+    let r = Registry::new();
+    let n = rounds(2000, 30) as u64;
+    for (unref_first, exits) in [(false, false), (true, false), (false, true)] {
+        let (go_tx, go_rx) = mpsc::channel::<usize>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (next_tx, next_rx) = mpsc::channel::<(usize, usize)>();
+        let (late_tx, late_rx) = mpsc::channel::<[Result<u64, Error>; 3]>();
+        let mut s = 0u64;
+        std::thread::scope(|sc| {
+            let r = &r;
+            sc.spawn(move || {
+                let old = go_rx.recv().unwrap();
+                for _ in 0..n {
+                    r.with(ptr(old), |s: &mut u64| *s += 1).unwrap();
+                }
+                done_tx.send(()).unwrap();
+                if exits {
+                    return;
+                }
+                let (pinned, shared) = next_rx.recv().unwrap();
+                late_tx
+                    .send([
+                        r.with(ptr(old), |s: &mut u64| *s),
+                        r.with(ptr(pinned), |s: &mut u64| *s),
+                        r.with(ptr(shared), |s: &mut u64| *s),
+                    ])
+                    .unwrap();
+            });
+            let old = r
+                .scope_send(&mut s, |p| {
+                    go_tx.send(p as usize).unwrap();
+                    done_rx.recv().unwrap();
+                    if unref_first {
+                        r.unref(p).unwrap();
+                    }
+                    p as usize
+                })
+                .unwrap();
+            assert_eq!(r.with(ptr(old), |s: &mut u64| *s), Err(Error::Stale));
+            if exits {
+                return;
+            }
+            let mut pinned_state = 7u64;
+            r.scope(&mut pinned_state, |pinned| {
+                let mut shared_state = 9u64;
+                r.scope_send(&mut shared_state, |shared| {
+                    next_tx.send((pinned as usize, shared as usize)).unwrap();
+                    let late = late_rx.recv().unwrap();
+                    assert_eq!(
+                        late,
+                        [Err(Error::Stale), Err(Error::WrongThread), Ok(9)],
+                        "unref_first {unref_first}"
+                    );
+                })
+                .unwrap();
+            })
+            .unwrap();
+        });
+        assert_eq!(s, n);
+        assert!(r.is_empty());
+    }
+
+    // scope_sync: a reader that read long enough idles; the body unrefs,
+    // or a reader is inside a callback when the body unrefs.
+    for inside in [false, true] {
+        let hits = AtomicU64::new(0);
+        let (go_tx, go_rx) = mpsc::channel::<usize>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let late = std::thread::scope(|sc| {
+            let r = &r;
+            let reader = sc.spawn(move || {
+                let q = go_rx.recv().unwrap();
+                for _ in 0..n {
+                    r.with_ref(ptr(q), |h: &AtomicU64| h.fetch_add(1, SeqCst))
+                        .unwrap();
+                }
+                if inside {
+                    r.with_ref(ptr(q), |h: &AtomicU64| {
+                        done_tx.send(()).unwrap();
+                        let _ = release_rx.recv();
+                        h.fetch_add(1, SeqCst)
+                    })
+                    .unwrap();
+                } else {
+                    done_tx.send(()).unwrap();
+                    let _ = release_rx.recv();
+                }
+                r.with_ref(ptr(q), |h: &AtomicU64| h.fetch_add(1, SeqCst))
+            });
+            r.scope_sync(&hits, |p| {
+                go_tx.send(p as usize).unwrap();
+                done_rx.recv().unwrap();
+                handle_registry::Registry::unref(r, p).unwrap();
+                drop(release_tx);
+            })
+            .unwrap();
+            reader.join().unwrap()
+        });
+        assert_eq!(late, Err(Error::Stale));
+        assert_eq!(hits.into_inner(), n + u64::from(inside));
+        assert!(r.is_empty());
+    }
+}
+
+/// Promise (README "Errors", `Busy`: "this thread already borrows the
+/// value in a conflicting way"; lend module: an escaped guard "inherits
+/// the real borrow"): the lent value's borrow is a parked one (this
+/// thread restored it long enough first); a lent guard escapes the lend,
+/// so the thread is still inside that parked borrow; then `restore`,
+/// `restore_with`, `lend`, `take` of the same handle on this thread must
+/// all be `Busy` (never a second `&mut`), and after the guard drops the
+/// value is served again with every write. Held.
+#[test]
+fn an_escaped_guard_of_a_parked_lend_excludes_its_own_thread() {
+    let r = Registry::new();
+    let n = rounds(2000, 30) as u64;
+    let p = r.save(0u64);
+    for _ in 0..n {
+        r.restore_with(p, |v: &mut u64| *v += 1).unwrap();
+    }
+    for _ in 0..3 {
+        let mut kept = r
+            .lend::<u64, _>(p, || r.restore::<u64>(p).unwrap())
+            .unwrap();
+        *kept += 1;
+        assert_eq!(r.restore::<u64>(p).err(), Some(Error::Busy));
+        assert_eq!(r.restore_with(p, |v: &mut u64| *v += 100), Err(Error::Busy));
+        assert_eq!(r.lend::<u64, _>(p, || ()).err(), Some(Error::Busy));
+        assert_eq!(r.take::<u64>(p).err(), Some(Error::Busy));
+        assert_eq!(r.restore_ref::<u64>(p).err(), Some(Error::Busy));
+        drop(kept);
+        for _ in 0..n {
+            r.restore_with(p, |v: &mut u64| *v += 1).unwrap();
+        }
+    }
+    assert_eq!(r.take::<u64>(p), Ok(n + 3 * (n + 1)));
+}
+
+/// Promise (`Registry::with`: "Every error is counted in `failures`";
+/// `with_ref`, `call`: "Errors as for `with`"): on a private registry,
+/// every refused `with`, `call` and `with_ref`, whatever path refused it
+/// (the lend record's claim, its slow walk, the registry's lookup, another
+/// thread), adds exactly one to `failures().total()` and to the count of
+/// the error it answered. Held.
+#[test]
+fn every_refused_callback_is_counted_once() {
+    let r = Registry::new();
+    let g = Registry::global();
+    let expect = |e: Error, f: &dyn Fn() -> Result<(), Error>| {
+        let (total, of) = (r.failures().total(), r.failures().count(&e));
+        let got = f();
+        assert_eq!(
+            got.map_err(|x| std::mem::discriminant(&x)),
+            Err(std::mem::discriminant(&e))
+        );
+        assert_eq!(r.failures().total(), total + 1, "{e:?}");
+        assert_eq!(r.failures().count(&e), of + 1, "{e:?}");
+    };
+    let plain = r.save(1u32);
+    let mut gs = 0u32;
+    let mut a = 0u32;
+    let stale = g
+        .scope(&mut gs, |gp| {
+            r.scope(&mut a, |p| {
+                expect(Error::Null, &|| {
+                    r.with(std::ptr::null_mut(), |_: &mut u32| ())
+                });
+                expect(Error::Invalid, &|| r.call::<u8, ()>(ptr(1), 1));
+                expect(Error::WrongRegistry, &|| r.with(gp, |_: &mut u32| ()));
+                let wt = Error::WrongType {
+                    expected: "",
+                    found: "",
+                };
+                expect(wt.clone(), &|| r.with(plain, |_: &mut u32| ()));
+                expect(wt.clone(), &|| r.with(p, |_: &mut u8| ()));
+                expect(wt.clone(), &|| r.call::<u8, ()>(p, 1));
+                expect(Error::Busy, &|| r.with_ref(p, |_: &u32| ()));
+                r.with(p, |_: &mut u32| {
+                    expect(Error::Busy, &|| r.with(p, |_: &mut u32| ()));
+                })
+                .unwrap();
+                let q = p as usize;
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        expect(Error::WrongThread, &|| r.with(ptr(q), |_: &mut u32| ()));
+                    });
+                });
+                p as usize
+            })
+            .unwrap()
+        })
+        .unwrap();
+    expect(Error::Stale, &|| r.with(ptr(stale), |_: &mut u32| ()));
+    expect(Error::Stale, &|| r.with_ref(ptr(stale), |_: &u32| ()));
+    let mut b = 0u32;
+    r.scope_send(&mut b, |p| {
+        r.with(p, |_: &mut u32| {
+            expect(Error::Busy, &|| r.with(p, |_: &mut u32| ()));
+        })
+        .unwrap();
+    })
+    .unwrap();
+    assert_eq!(r.take::<u32>(plain), Ok(1));
+}
