@@ -1651,3 +1651,255 @@ fn every_refused_callback_is_counted_once() {
     .unwrap();
     assert_eq!(r.take::<u32>(plain), Ok(1));
 }
+
+thread_local! {
+    static FIRST: Body = const { std::cell::RefCell::new(None) };
+}
+
+/// Promise (scope module: "another thread, even one that guessed the
+/// integer, never reaches a value that is not `Send`"), at the limit the
+/// README names ("Thread-local teardown": a thread that gave its owner id
+/// back may share it with a thread created meanwhile): a pinned `scope`
+/// (of an `Rc`) and a `scope_fn` run from a thread-local destructor that
+/// runs after the thread's id was given back; inside, a new thread (which
+/// takes the first free id, likely that one) calls back with the handle,
+/// while the scope's thread is in its body and while it is inside a
+/// callback. Every call is refused (`WrongThread`, or `Busy` where the
+/// ids collide), never served. In a child process. Held.
+#[test]
+fn a_thread_sharing_the_scopes_owner_id_never_reaches_it() {
+    if !in_child("a_thread_sharing_the_scopes_owner_id_never_reaches_it") {
+        return;
+    }
+    let _w = watchdog("a_thread_sharing_the_scopes_owner_id_never_reaches_it");
+    fn from_there(q: usize, twice: bool) -> Vec<Result<(), Error>> {
+        std::thread::spawn(move || {
+            let mut out = vec![
+                handle_registry::with(ptr(q), |rc: &mut std::rc::Rc<u32>| {
+                    let _ = std::rc::Rc::strong_count(rc);
+                }),
+                handle_registry::call::<u32, u32>(ptr(q), 1).map(|_| ()),
+            ];
+            if twice {
+                // Take an id for sure, then try again.
+                let h = handle_registry::save(0u8);
+                drop(handle_registry::restore::<u8>(h).unwrap());
+                handle_registry::unref(h).unwrap();
+                out.push(handle_registry::with(ptr(q), |_: &mut std::rc::Rc<u32>| ()));
+            }
+            out
+        })
+        .join()
+        .unwrap()
+    }
+    let (tx, rx) = mpsc::channel::<Vec<Result<(), Error>>>();
+    std::thread::spawn(move || {
+        // Registered before the thread's first registry call: destroyed
+        // after the owner id's lease.
+        FIRST.with(|b| {
+            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
+                let r = Registry::global();
+                let mut rc = std::rc::Rc::new(5u32);
+                let mut seen = Vec::new();
+                r.scope(&mut rc, |p| {
+                    let q = p as usize;
+                    seen.extend(from_there(q, true));
+                    r.with(p, |_: &mut std::rc::Rc<u32>| {
+                        seen.extend(from_there(q, false))
+                    })
+                    .unwrap();
+                })
+                .unwrap();
+                let mut f = |x: u32| x;
+                r.scope_fn(&mut f, |p| {
+                    let q = p as usize;
+                    seen.extend(from_there(q, true));
+                    r.call::<u32, u32>(p, 1).unwrap();
+                })
+                .unwrap();
+                let _ = tx.send(seen);
+            }))))
+        });
+        let h = handle_registry::save(1u8);
+        drop(handle_registry::restore::<u8>(h).unwrap());
+        handle_registry::unref(h).unwrap();
+    })
+    .join()
+    .unwrap();
+    let seen = rx.recv().unwrap();
+    assert_eq!(seen.len(), 3 + 2 + 3);
+    for got in &seen {
+        assert!(
+            matches!(
+                got,
+                Err(Error::WrongThread | Error::Busy | Error::WrongType { .. })
+            ),
+            "{seen:?}"
+        );
+    }
+    println!("{seen:?}");
+}
+
+unsafe extern "C" fn on_send_with_bomb(user_data: *mut c_void, i: c_int) -> c_int {
+    // Not for the call that panics: a `Bomb` dropped by that unwind would
+    // be the closure's own double panic, before any catch.
+    let bomb = (i != 0).then(|| Bomb(BOMB_DROPS.with(Arc::clone)));
+    handle_registry::with(user_data, move |s: &mut u32| {
+        let _keep = &bomb;
+        if i == 0 {
+            panic_any(NestedPanic(DEEP));
+        }
+        *s += 1;
+        0
+    })
+    .unwrap_or(-1)
+}
+
+unsafe extern "C" fn on_sync_with_bomb(user_data: *mut c_void, _i: c_int) -> c_int {
+    let bomb = Bomb(BOMB_DROPS.with(Arc::clone));
+    handle_registry::with_ref(user_data, move |_: &u32| {
+        let _keep = &bomb;
+        0
+    })
+    .unwrap_or(-1)
+}
+
+unsafe extern "C" fn on_fn_with_bomb(user_data: *mut c_void, _i: c_int) -> c_int {
+    let bomb = Bomb(BOMB_DROPS.with(Arc::clone));
+    handle_registry::call::<Bomb, c_int>(user_data, bomb).unwrap_or(-1)
+}
+
+thread_local! {
+    static BOMB_DROPS: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
+}
+
+/// Promise (README "Panics": "No panic crosses into C"; `refuse`: a
+/// refused callback's closure "(and what it captured, such as `call`'s
+/// arguments)" is dropped "without letting a panic in that drop unwind
+/// into C"): trampolines whose closures (or `call` arguments) own a value
+/// whose `Drop` panics, called from C on worker threads of a
+/// `scope_send` (first call panics, the rest are skipped), after a
+/// `scope_sync` ended (`Stale`), and for a `scope_fn` refused as `Busy`
+/// (from inside its own closure) and as `WrongType`. Every closure is
+/// dropped once, no abort. In a child process. Held.
+#[test]
+fn refused_closures_owning_panicking_values_through_c() {
+    if !in_child("refused_closures_owning_panicking_values_through_c") {
+        return;
+    }
+    let r = Registry::global();
+    let mut s = 0u32;
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        r.scope_send(&mut s, |p| {
+            let q = p as usize;
+            let got = std::thread::spawn(move || {
+                // SAFETY: `c_for_each` calls the trampoline with our handle.
+                let sum = unsafe { c_for_each(on_send_with_bomb, ptr(q), 3) };
+                let drops = BOMB_DROPS.with(|d| d.load(SeqCst));
+                (sum, drops)
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got, (-3, 2));
+        })
+    }));
+    let payload = out.err().expect("the callback's panic resumed");
+    assert_eq!(drain(payload), DEEP);
+    assert_eq!(s, 0);
+    assert_eq!(
+        BOMB_DROPS.with(|d| d.load(SeqCst)),
+        0,
+        "another thread's counter"
+    );
+
+    let v = 1u32;
+    let stale = r.scope_sync(&v, |p| p as usize).unwrap();
+    let (sum, drops) = std::thread::spawn(move || {
+        // SAFETY: as above; the handle is stale.
+        let sum = unsafe { c_for_each(on_sync_with_bomb, ptr(stale), 2) };
+        (sum, BOMB_DROPS.with(|d| d.load(SeqCst)))
+    })
+    .join()
+    .unwrap();
+    assert_eq!((sum, drops), (-2, 2));
+
+    let mut runs = 0;
+    let cell = std::cell::Cell::new(std::ptr::null_mut());
+    let mut f = |b: Bomb| {
+        runs += 1;
+        std::mem::forget(b);
+        // SAFETY: as above; inside our own closure: `Busy`.
+        unsafe { on_fn_with_bomb(cell.get(), 0) }
+    };
+    let got = r
+        .scope_fn(&mut f, |p| {
+            cell.set(p);
+            // SAFETY: as above.
+            let sum = unsafe { c_for_each(on_fn_with_bomb, p, 2) };
+            // `c_int` result inferred, closure returns `c_int`: served.
+            // A wrong argument type: refused, its argument dropped.
+            let wrong = r.call::<(Bomb, u8), c_int>(p, (Bomb(BOMB_DROPS.with(Arc::clone)), 0));
+            (sum, wrong.map_err(|e| std::mem::discriminant(&e)))
+        })
+        .unwrap();
+    let _ = f;
+    assert_eq!(runs, 2);
+    assert_eq!(got.0, -2, "each run's inner call was Busy: -1 each");
+    assert!(got.1.is_err());
+    // Two inner `Busy` refusals and one `WrongType`.
+    assert_eq!(BOMB_DROPS.with(|d| d.load(SeqCst)), 3);
+}
+
+/// Promise (`scope_sync`: callbacks "read it with `with_ref` without
+/// waiting for each other"; lend module: an escaped guard "inherits the
+/// real borrow"): (1) the scope's thread, inside a `with_ref` callback,
+/// joins a worker whose `with_ref` of the same handle must be served, not
+/// wait for it; (2) a guard of a saved value, restored inside a lend
+/// inside a scope callback, escapes the lend, the callback and the scope,
+/// and is used and dropped after all three ended. Held.
+#[test]
+fn shared_callbacks_do_not_wait_for_each_other_and_guards_escape() {
+    let _w = watchdog("shared_callbacks_do_not_wait_for_each_other_and_guards_escape");
+    let r = Registry::global();
+    let hits = AtomicU64::new(0);
+    r.scope_sync(&hits, |p| {
+        let q = p as usize;
+        r.with_ref(p, |h: &AtomicU64| {
+            h.fetch_add(1, SeqCst);
+            let there = std::thread::spawn(move || {
+                handle_registry::with_ref(ptr(q), |h: &AtomicU64| h.fetch_add(1, SeqCst))
+            })
+            .join()
+            .unwrap();
+            assert_eq!(there, Ok(1));
+        })
+        .unwrap();
+    })
+    .unwrap();
+    assert_eq!(hits.into_inner(), 2);
+
+    let v = r.save(vec![1u8]);
+    let mut state = 0u32;
+    let mut kept = r
+        .scope(&mut state, |p| {
+            r.with(p, |s: &mut u32| {
+                *s += 1;
+                r.lend::<Vec<u8>, _>(v, || {
+                    let g = r.restore::<Vec<u8>>(v).unwrap();
+                    assert_eq!(r.restore::<Vec<u8>>(v).err(), Some(Error::Busy));
+                    g
+                })
+                .unwrap()
+            })
+            .unwrap()
+        })
+        .unwrap();
+    kept.push(2);
+    assert_eq!(
+        handle_registry::restore::<Vec<u8>>(v).err(),
+        Some(Error::Busy)
+    );
+    drop(kept);
+    assert_eq!(state, 1);
+    assert_eq!(handle_registry::take::<Vec<u8>>(v), Ok(vec![1, 2]));
+}
