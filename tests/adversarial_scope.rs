@@ -878,7 +878,7 @@ fn a_workers_panic_comes_out_of_the_scope() {
             Counted(drops.clone())
         })
     }));
-    let payload = out.err().expect("the worker's panic resumed");
+    let payload = out.expect_err("the worker's panic resumed");
     assert_eq!(payload_text(&*payload), "worker");
     assert_eq!(drops.load(SeqCst), 1);
     assert_eq!(s, 0);
@@ -899,7 +899,7 @@ fn a_workers_panic_comes_out_of_the_scope() {
             Counted(drops.clone())
         })
     }));
-    let payload = out.err().expect("the reader's panic resumed");
+    let payload = out.expect_err("the reader's panic resumed");
     assert_eq!(payload_text(&*payload), "reader");
     assert_eq!(drops.load(SeqCst), 2);
     assert_eq!(hits.into_inner(), 0);
@@ -1014,7 +1014,7 @@ fn panics_through_extern_c_never_unwind_into_c() {
                 }
             })
         }));
-        let payload = out.err().expect("a panic comes out");
+        let payload = out.expect_err("a panic comes out");
         if body_panics {
             assert_eq!(payload_text(&*payload), "body");
         } else {
@@ -1047,7 +1047,7 @@ fn panics_through_extern_c_never_unwind_into_c() {
                 }
             })
         }));
-        let payload = out.err().expect("a panic comes out");
+        let payload = out.expect_err("a panic comes out");
         if body_panics {
             assert_eq!(payload_text(&*payload), "body");
         } else {
@@ -1100,7 +1100,7 @@ fn concurrent_panics_in_with_ref_through_c() {
                 }
             })
         }));
-        let payload = out.err().expect("a panic comes out");
+        let payload = out.expect_err("a panic comes out");
         if body_panics {
             assert_eq!(payload_text(&*payload), "body");
         } else {
@@ -1620,9 +1620,9 @@ fn every_refused_callback_is_counted_once() {
                     expected: "",
                     found: "",
                 };
-                expect(wt.clone(), &|| r.with(plain, |_: &mut u32| ()));
-                expect(wt.clone(), &|| r.with(p, |_: &mut u8| ()));
-                expect(wt.clone(), &|| r.call::<u8, ()>(p, 1));
+                expect(wt, &|| r.with(plain, |_: &mut u32| ()));
+                expect(wt, &|| r.with(p, |_: &mut u8| ()));
+                expect(wt, &|| r.call::<u8, ()>(p, 1));
                 expect(Error::Busy, &|| r.with_ref(p, |_: &u32| ()));
                 r.with(p, |_: &mut u32| {
                     expect(Error::Busy, &|| r.with(p, |_: &mut u32| ()));
@@ -1803,7 +1803,7 @@ fn refused_closures_owning_panicking_values_through_c() {
             assert_eq!(got, (-3, 2));
         })
     }));
-    let payload = out.err().expect("the callback's panic resumed");
+    let payload = out.expect_err("the callback's panic resumed");
     assert_eq!(drain(payload), DEEP);
     assert_eq!(s, 0);
     assert_eq!(
