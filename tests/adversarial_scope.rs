@@ -2194,3 +2194,75 @@ fn deep_nesting_of_scopes_and_shared_reads() {
         2 * sum - depth as u64
     );
 }
+
+thread_local! {
+    static FIRST_PARKED: Body = const { std::cell::RefCell::new(None) };
+}
+
+/// Promise (README "Thread-local teardown": a shared owner id "can only
+/// get `Busy` where one should have waited, never a wait for themselves";
+/// `scope_send`: "the scope waits for callbacks still running on other
+/// threads"; `run_shared`'s end turns any error but `Stale` into an
+/// abort): a `scope_send` runs in a thread-local destructor after its
+/// thread gave its owner id back; a worker created inside (so likely
+/// handed that same id) calls back long enough to park its borrow, then
+/// is inside a callback (the parked borrow entered) when the body
+/// returns. The scope must wait for it and return (no `Busy` turned into
+/// an abort, no wait for itself); the worker's late call is `Stale`. In a
+/// child process. Held.
+#[test]
+fn scope_send_at_teardown_waits_for_a_parked_worker_sharing_its_id() {
+    if !in_child("scope_send_at_teardown_waits_for_a_parked_worker_sharing_its_id") {
+        return;
+    }
+    let _w = watchdog("scope_send_at_teardown_waits_for_a_parked_worker_sharing_its_id");
+    let n = rounds(2000, 30) as u64;
+    let (tx, rx) = mpsc::channel::<(Result<(), Error>, u64, Result<(), Error>)>();
+    std::thread::spawn(move || {
+        FIRST_PARKED.with(|b| {
+            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
+                let r = Registry::global();
+                let mut s = 0u64;
+                let (inside_tx, inside_rx) = mpsc::channel::<()>();
+                let (release_tx, release_rx) = mpsc::channel::<()>();
+                let mut worker = None;
+                let got = r.scope_send(&mut s, |p| {
+                    let q = p as usize;
+                    worker = Some(std::thread::spawn(move || {
+                        let r = Registry::global();
+                        for _ in 0..n {
+                            r.with(ptr(q), |s: &mut u64| *s += 1).unwrap();
+                        }
+                        r.with(ptr(q), |s: &mut u64| {
+                            inside_tx.send(()).unwrap();
+                            // Returns when the body has returned.
+                            let _ = release_rx.recv();
+                            *s += 1;
+                        })
+                        .unwrap();
+                        r.with(ptr(q), |s: &mut u64| *s += 1)
+                    }));
+                    inside_rx.recv().unwrap();
+                    drop(release_tx);
+                });
+                let late = worker.unwrap().join().unwrap();
+                let _ = tx.send((got, s, late));
+            }))))
+        });
+        let h = handle_registry::save(1u8);
+        drop(handle_registry::restore::<u8>(h).unwrap());
+        handle_registry::unref(h).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (got, s, late) = rx.recv().unwrap();
+    assert_eq!(got, Ok(()));
+    // The worker's last call raced the scope's end: served or `Stale`.
+    match late {
+        Ok(()) => assert_eq!(s, n + 2),
+        Err(e) => {
+            assert_eq!(e, Error::Stale);
+            assert_eq!(s, n + 1);
+        }
+    }
+}
