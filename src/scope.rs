@@ -472,7 +472,13 @@ impl Registry {
     /// Runs `f` on the state lent by [`scope_sync`](Registry::scope_sync),
     /// from a callback on any thread, alongside other readers.
     ///
-    /// Errors as for [`with`](Registry::with).
+    /// Errors as for [`with`](Registry::with), with two differences: a
+    /// `with_ref` inside another `with_ref` of the same handle is served,
+    /// not [`Error::Busy`], since both borrows are shared; and on the
+    /// thread of a [`scope`](Registry::scope) or
+    /// [`scope_fn`](Registry::scope_fn), whose borrow is exclusive,
+    /// `with_ref` of its handle is `Busy` whatever `S` is (this thread's
+    /// borrow is checked before the type).
     ///
     /// ```
     /// let r = handle_registry::Registry::global();
