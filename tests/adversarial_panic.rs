@@ -32,11 +32,10 @@
 
 mod common;
 
-use common::{in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
+use common::{drain, in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
 use handle_registry::failures::RECENT;
 use handle_registry::panic::PanicCarrier;
 use handle_registry::{Error, Handle, Registry};
-use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -47,22 +46,6 @@ use std::sync::{Arc, Barrier};
 /// which Miri would report as a leak; and each level is a panic, which
 /// costs Miri a few seconds.
 const DEEP: u32 = if cfg!(miri) { 3 } else { 30 };
-
-/// Drops a payload whose `Drop` may panic, level after level, as a taker
-/// of a resumed panic must; returns how many levels panicked.
-fn drain(payload: Box<dyn Any + Send>) -> u32 {
-    let mut payload = payload;
-    let mut levels = 0;
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-            Ok(()) => return levels,
-            Err(next) => {
-                levels += 1;
-                payload = next;
-            }
-        }
-    }
-}
 
 // ---------------------------------------------------------------------
 // PanicCarrier

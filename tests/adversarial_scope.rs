@@ -49,7 +49,8 @@
 //!   exactly once, whichever path refused it.
 //!
 //! Outcome: every promise attacked held; no test here is ignored. Doc
-//! findings (no code change needed), each at its test: `with_ref` inside
+//! findings, each at its test (README and `with_ref`'s rustdoc now say
+//! these; no code changed): `with_ref` inside
 //! `with_ref` is served, not `Busy` as "Errors as for `with`" suggests;
 //! on a pinned scope's own thread `take`, `restore_ref` and `with_ref`
 //! of its handle answer `Busy` rather than `WrongType` (the thread's
@@ -67,9 +68,8 @@
 
 mod common;
 
-use common::{in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
+use common::{drain, in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
 use handle_registry::{Error, Handle, Registry};
-use std::any::Any;
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -77,22 +77,6 @@ use std::sync::{mpsc, Arc, Barrier};
 
 /// Levels of a panicking payload (each is a panic: Miri pays for them).
 const DEEP: u32 = if cfg!(miri) { 2 } else { 6 };
-
-/// Drops a payload whose `Drop` may panic, level after level; returns how
-/// many levels panicked.
-fn drain(payload: Box<dyn Any + Send>) -> u32 {
-    let mut payload = payload;
-    let mut levels = 0;
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-            Ok(()) => return levels,
-            Err(next) => {
-                levels += 1;
-                payload = next;
-            }
-        }
-    }
-}
 
 /// A value whose `Drop` always panics, also while its thread unwinds
 /// (where an uncaught one aborts the process): use it in a child only
@@ -421,7 +405,8 @@ fn lends_and_scopes_interleave() {
 /// each is an error, in the body and inside a callback, for all four
 /// forms, and the state is intact. Held. (On a pinned scope's own thread
 /// `take` and `restore_ref` answer `Busy`, not `WrongType`: the rustdoc
-/// of `with` promises `WrongType` "for another `S`"; silent on these.)
+/// of `with` promises `WrongType` "for another `S`"; README's `Busy`
+/// row now names these.)
 #[test]
 fn typed_calls_never_take_a_scopes_record() {
     let r = Registry::new();
@@ -658,110 +643,25 @@ fn leaked_handles_called_across_the_scopes_end() {
     let r = Registry::global();
     let threads = 2;
     for _ in 0..rounds(4, 1) {
-        // scope_send
-        let ended = AtomicBool::new(false);
         let mut total = 0u64;
-        let warm = Barrier::new(threads + 1);
-        let oks: Vec<u64> = std::thread::scope(|s| {
-            let (ended, warm) = (&ended, &warm);
-            let (tx, rx) = mpsc::channel::<usize>();
-            let rx = Arc::new(std::sync::Mutex::new(rx));
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    let rx = rx.clone();
-                    s.spawn(move || {
-                        let q = rx.lock().unwrap().recv().unwrap();
-                        let mut ok = 0u64;
-                        let mut i = 0usize;
-                        loop {
-                            if i == rounds(1500, 20) {
-                                warm.wait();
-                            }
-                            i += 1;
-                            let seen_end = ended.load(SeqCst);
-                            match handle_registry::with(ptr(q), |t: &mut u64| *t += 1) {
-                                Ok(()) => {
-                                    assert!(!seen_end, "a call after the scope's end was served");
-                                    ok += 1;
-                                }
-                                Err(e) => {
-                                    assert_eq!(e, Error::Stale);
-                                    // Stale for good.
-                                    assert_eq!(
-                                        handle_registry::with(ptr(q), |t: &mut u64| *t += 1),
-                                        Err(Error::Stale)
-                                    );
-                                    if seen_end {
-                                        return ok;
-                                    }
-                                }
-                            }
-                        }
-                    })
-                })
-                .collect();
-            r.scope_send(&mut total, |p| {
-                for _ in 0..threads {
-                    tx.send(p as usize).unwrap();
-                }
-                warm.wait();
-            })
-            .unwrap();
-            ended.store(true, SeqCst);
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
-        });
-        assert_eq!(total, oks.iter().sum::<u64>());
+        let served = served_across_the_end(
+            threads,
+            |q| handle_registry::with(q, |t: &mut u64| *t += 1),
+            |body| r.scope_send(&mut total, body).unwrap(),
+        );
+        assert_eq!(total, served);
 
-        // scope_sync
-        let ended = AtomicBool::new(false);
         let hits = AtomicU64::new(0);
-        let warm = Barrier::new(threads + 1);
-        let oks: Vec<u64> = std::thread::scope(|s| {
-            let (ended, warm) = (&ended, &warm);
-            let (tx, rx) = mpsc::channel::<usize>();
-            let rx = Arc::new(std::sync::Mutex::new(rx));
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    let rx = rx.clone();
-                    s.spawn(move || {
-                        let q = rx.lock().unwrap().recv().unwrap();
-                        let mut ok = 0u64;
-                        let mut i = 0usize;
-                        loop {
-                            if i == rounds(1500, 20) {
-                                warm.wait();
-                            }
-                            i += 1;
-                            let seen_end = ended.load(SeqCst);
-                            match handle_registry::with_ref(ptr(q), |h: &AtomicU64| {
-                                h.fetch_add(1, SeqCst)
-                            }) {
-                                Ok(_) => {
-                                    assert!(!seen_end, "a call after the scope's end was served");
-                                    ok += 1;
-                                }
-                                Err(e) => {
-                                    assert_eq!(e, Error::Stale);
-                                    if seen_end {
-                                        return ok;
-                                    }
-                                }
-                            }
-                        }
-                    })
+        let served = served_across_the_end(
+            threads,
+            |q| {
+                handle_registry::with_ref(q, |h: &AtomicU64| {
+                    h.fetch_add(1, SeqCst);
                 })
-                .collect();
-            r.scope_sync(&hits, |p| {
-                for _ in 0..threads {
-                    tx.send(p as usize).unwrap();
-                }
-                warm.wait();
-            })
-            .unwrap();
-            ended.store(true, SeqCst);
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
-        });
-        assert_eq!(hits.into_inner(), oks.iter().sum::<u64>());
+            },
+            |body| r.scope_sync(&hits, body).unwrap(),
+        );
+        assert_eq!(hits.into_inner(), served);
 
         // scope (pinned): WrongThread while it runs, Stale after.
         let ended = AtomicBool::new(false);
@@ -802,6 +702,64 @@ fn leaked_handles_called_across_the_scopes_end() {
         });
         assert_eq!(pinned, 1);
     }
+}
+
+/// Runs a scope through `lend` (which hands the body it is given the
+/// scope's handle) while `threads` threads, given that handle, `call` it
+/// back in a loop across the scope's end, long enough to park their
+/// borrows first. No call a thread made after it saw the end may be
+/// served, and a refused call must be `Stale`, for good. Returns how many
+/// calls were served.
+fn served_across_the_end(
+    threads: usize,
+    call: impl Fn(*mut c_void) -> Result<(), Error> + Sync,
+    lend: impl FnOnce(&dyn Fn(*mut c_void)),
+) -> u64 {
+    let ended = AtomicBool::new(false);
+    let warm = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let (ended, warm, call) = (&ended, &warm, &call);
+        let (tx, rx) = mpsc::channel::<usize>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
+                s.spawn(move || {
+                    let q = ptr(rx.lock().unwrap().recv().unwrap());
+                    let mut ok = 0u64;
+                    let mut i = 0usize;
+                    loop {
+                        if i == rounds(1500, 20) {
+                            warm.wait();
+                        }
+                        i += 1;
+                        let seen_end = ended.load(SeqCst);
+                        match call(q) {
+                            Ok(()) => {
+                                assert!(!seen_end, "a call after the scope's end was served");
+                                ok += 1;
+                            }
+                            Err(e) => {
+                                assert_eq!(e, Error::Stale);
+                                assert_eq!(call(q), Err(Error::Stale));
+                                if seen_end {
+                                    return ok;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        lend(&|p| {
+            for _ in 0..threads {
+                tx.send(p as usize).unwrap();
+            }
+            warm.wait();
+        });
+        ended.store(true, SeqCst);
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    })
 }
 
 /// Promise (`scope_send`: "Callbacks on this thread pay a plain
@@ -1189,6 +1147,22 @@ thread_local! {
     static LATE: Body = const { std::cell::RefCell::new(None) };
 }
 
+/// Runs `f` when this thread destroys `key`'s value. Destructors run in
+/// reverse order of first use: registered before the thread's first
+/// registry call, `f` runs after the crate's own thread-locals (the owner
+/// id's lease among them) are gone; registered after it, before them.
+fn at_destruction(key: &'static std::thread::LocalKey<Body>, f: impl FnOnce() + 'static) {
+    key.with(|b| *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(f)))));
+}
+
+/// A registry call that takes this thread's owner id (and creates the
+/// crate's thread-locals).
+fn use_the_registry() {
+    let h = handle_registry::save(1u8);
+    drop(handle_registry::restore::<u8>(h).unwrap());
+    handle_registry::unref(h).unwrap();
+}
+
 /// Promise (`scope`: "Fails without running `body` only when the registry
 /// is full, or with `Busy` on a thread without an owner id"; README
 /// "Thread-local teardown": every promise kept): all four scopes and a
@@ -1206,16 +1180,12 @@ fn scopes_from_thread_local_destructors() {
     let (tx, rx) = mpsc::channel::<Report>();
     std::thread::spawn(move || {
         let (early, late) = (tx.clone(), tx);
-        EARLY.with(|b| {
-            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
-                let _ = early.send(("early", every_scope_once()));
-            }))))
+        at_destruction(&EARLY, move || {
+            let _ = early.send(("early", every_scope_once()));
         });
         assert_eq!(every_scope_once(), [Ok(1), Ok(2), Ok(3), Ok(4), Ok(5)]);
-        LATE.with(|b| {
-            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
-                let _ = late.send(("late", every_scope_once()));
-            }))))
+        at_destruction(&LATE, move || {
+            let _ = late.send(("late", every_scope_once()));
         });
     })
     .join()
@@ -1717,10 +1687,6 @@ fn every_refused_callback_is_counted_once() {
     assert_eq!(r.take::<u32>(plain), Ok(1));
 }
 
-thread_local! {
-    static FIRST: Body = const { std::cell::RefCell::new(None) };
-}
-
 /// Promise (scope module: "another thread, even one that guessed the
 /// integer, never reaches a value that is not `Send`"), at the limit the
 /// README names ("Thread-local teardown": a thread that gave its owner id
@@ -1747,9 +1713,7 @@ fn a_thread_sharing_the_scopes_owner_id_never_reaches_it() {
             ];
             if twice {
                 // Take an id for sure, then try again.
-                let h = handle_registry::save(0u8);
-                drop(handle_registry::restore::<u8>(h).unwrap());
-                handle_registry::unref(h).unwrap();
+                use_the_registry();
                 out.push(handle_registry::with(ptr(q), |_: &mut std::rc::Rc<u32>| ()));
             }
             out
@@ -1761,33 +1725,29 @@ fn a_thread_sharing_the_scopes_owner_id_never_reaches_it() {
     std::thread::spawn(move || {
         // Registered before the thread's first registry call: destroyed
         // after the owner id's lease.
-        FIRST.with(|b| {
-            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
-                let r = Registry::global();
-                let mut rc = std::rc::Rc::new(5u32);
-                let mut seen = Vec::new();
-                r.scope(&mut rc, |p| {
-                    let q = p as usize;
-                    seen.extend(from_there(q, true));
-                    r.with(p, |_: &mut std::rc::Rc<u32>| {
-                        seen.extend(from_there(q, false))
-                    })
-                    .unwrap();
+        at_destruction(&EARLY, move || {
+            let r = Registry::global();
+            let mut rc = std::rc::Rc::new(5u32);
+            let mut seen = Vec::new();
+            r.scope(&mut rc, |p| {
+                let q = p as usize;
+                seen.extend(from_there(q, true));
+                r.with(p, |_: &mut std::rc::Rc<u32>| {
+                    seen.extend(from_there(q, false))
                 })
                 .unwrap();
-                let mut f = |x: u32| x;
-                r.scope_fn(&mut f, |p| {
-                    let q = p as usize;
-                    seen.extend(from_there(q, true));
-                    r.call::<u32, u32>(p, 1).unwrap();
-                })
-                .unwrap();
-                let _ = tx.send(seen);
-            }))))
+            })
+            .unwrap();
+            let mut f = |x: u32| x;
+            r.scope_fn(&mut f, |p| {
+                let q = p as usize;
+                seen.extend(from_there(q, true));
+                r.call::<u32, u32>(p, 1).unwrap();
+            })
+            .unwrap();
+            let _ = tx.send(seen);
         });
-        let h = handle_registry::save(1u8);
-        drop(handle_registry::restore::<u8>(h).unwrap());
-        handle_registry::unref(h).unwrap();
+        use_the_registry();
     })
     .join()
     .unwrap();
@@ -2087,29 +2047,18 @@ fn unref_races_the_scopes_end() {
         });
         let mut served = 0u32;
         let mut s = 0u32;
+        let mut body = |p: *mut c_void| {
+            tx.send(p as usize).unwrap();
+            for _ in 0..3 {
+                match r.with(p, |s: &mut u32| *s += 1) {
+                    Ok(()) => served += 1,
+                    Err(e) => assert_eq!(e, Error::Stale),
+                }
+            }
+        };
         match round % 3 {
-            0 => r
-                .scope(&mut s, |p| {
-                    tx.send(p as usize).unwrap();
-                    for _ in 0..3 {
-                        match r.with(p, |s: &mut u32| *s += 1) {
-                            Ok(()) => served += 1,
-                            Err(e) => assert_eq!(e, Error::Stale),
-                        }
-                    }
-                })
-                .unwrap(),
-            1 => r
-                .scope_send(&mut s, |p| {
-                    tx.send(p as usize).unwrap();
-                    for _ in 0..3 {
-                        match r.with(p, |s: &mut u32| *s += 1) {
-                            Ok(()) => served += 1,
-                            Err(e) => assert_eq!(e, Error::Stale),
-                        }
-                    }
-                })
-                .unwrap(),
+            0 => r.scope(&mut s, &mut body).unwrap(),
+            1 => r.scope_send(&mut s, &mut body).unwrap(),
             _ => {
                 let hits = AtomicU64::new(0);
                 r.scope_sync(&hits, |p| {
@@ -2209,10 +2158,6 @@ fn deep_nesting_of_scopes_and_shared_reads() {
     );
 }
 
-thread_local! {
-    static FIRST_PARKED: Body = const { std::cell::RefCell::new(None) };
-}
-
 /// Promise (README "Thread-local teardown": a shared owner id "can only
 /// get `Busy` where one should have waited, never a wait for themselves";
 /// `scope_send`: "the scope waits for callbacks still running on other
@@ -2233,39 +2178,35 @@ fn scope_send_at_teardown_waits_for_a_parked_worker_sharing_its_id() {
     let n = rounds(2000, 30) as u64;
     let (tx, rx) = mpsc::channel::<(Result<(), Error>, u64, Result<(), Error>)>();
     std::thread::spawn(move || {
-        FIRST_PARKED.with(|b| {
-            *b.borrow_mut() = Some(common::OnDrop(Some(Box::new(move || {
-                let r = Registry::global();
-                let mut s = 0u64;
-                let (inside_tx, inside_rx) = mpsc::channel::<()>();
-                let (release_tx, release_rx) = mpsc::channel::<()>();
-                let mut worker = None;
-                let got = r.scope_send(&mut s, |p| {
-                    let q = p as usize;
-                    worker = Some(std::thread::spawn(move || {
-                        let r = Registry::global();
-                        for _ in 0..n {
-                            r.with(ptr(q), |s: &mut u64| *s += 1).unwrap();
-                        }
-                        r.with(ptr(q), |s: &mut u64| {
-                            inside_tx.send(()).unwrap();
-                            // Returns when the body has returned.
-                            let _ = release_rx.recv();
-                            *s += 1;
-                        })
-                        .unwrap();
-                        r.with(ptr(q), |s: &mut u64| *s += 1)
-                    }));
-                    inside_rx.recv().unwrap();
-                    drop(release_tx);
-                });
-                let late = worker.unwrap().join().unwrap();
-                let _ = tx.send((got, s, late));
-            }))))
+        at_destruction(&EARLY, move || {
+            let r = Registry::global();
+            let mut s = 0u64;
+            let (inside_tx, inside_rx) = mpsc::channel::<()>();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let mut worker = None;
+            let got = r.scope_send(&mut s, |p| {
+                let q = p as usize;
+                worker = Some(std::thread::spawn(move || {
+                    let r = Registry::global();
+                    for _ in 0..n {
+                        r.with(ptr(q), |s: &mut u64| *s += 1).unwrap();
+                    }
+                    r.with(ptr(q), |s: &mut u64| {
+                        inside_tx.send(()).unwrap();
+                        // Returns when the body has returned.
+                        let _ = release_rx.recv();
+                        *s += 1;
+                    })
+                    .unwrap();
+                    r.with(ptr(q), |s: &mut u64| *s += 1)
+                }));
+                inside_rx.recv().unwrap();
+                drop(release_tx);
+            });
+            let late = worker.unwrap().join().unwrap();
+            let _ = tx.send((got, s, late));
         });
-        let h = handle_registry::save(1u8);
-        drop(handle_registry::restore::<u8>(h).unwrap());
-        handle_registry::unref(h).unwrap();
+        use_the_registry();
     })
     .join()
     .unwrap();

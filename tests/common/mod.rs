@@ -66,6 +66,22 @@ pub fn payload_text(payload: &(dyn Any + Send)) -> &str {
     handle_registry::panic::message(payload).unwrap_or("<not a string>")
 }
 
+/// Drops a payload whose `Drop` may panic, level after level, as a taker
+/// of a resumed panic must; returns how many levels panicked.
+pub fn drain(payload: Box<dyn Any + Send>) -> u32 {
+    let mut payload = payload;
+    let mut levels = 0;
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))) {
+            Ok(()) => return levels,
+            Err(next) => {
+                levels += 1;
+                payload = next;
+            }
+        }
+    }
+}
+
 /// Aborts the process with `what` if not dropped within 20 s.
 pub struct Watchdog(
     Option<mpsc::Sender<()>>,
