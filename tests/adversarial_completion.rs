@@ -30,7 +30,7 @@ use handle_registry::{c_unref, Error, Registry};
 
 mod common;
 mod executor;
-use common::{in_child, rounds, watchdog};
+use common::{in_child, rounds, watchdog, PanicOnDrop};
 use executor::{block_on, next, Sendable};
 
 // ---- Helpers ----------------------------------------------------------------
@@ -41,16 +41,6 @@ struct Counted(Arc<AtomicUsize>, usize);
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Panics when dropped (once armed), counting the drop first.
-#[derive(Debug)]
-struct PanicOnDrop(Arc<AtomicUsize>);
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        panic!("PanicOnDrop dropped");
     }
 }
 

@@ -10,6 +10,9 @@
 //! Every test holds `SERIAL`: answers for forged integers depend on which
 //! registry ids are live, and the race tests want both CPUs.
 
+mod common;
+
+use common::{ptr, watchdog, PanicOnDrop};
 use handle_registry::{Error, Registry};
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -27,34 +30,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Aborts the process with a message if the test is not done in 20 s
-/// (nothing under Miri, whose clock is not the test's).
-struct Watchdog(Arc<AtomicBool>);
-
-fn watchdog(name: &'static str) -> Watchdog {
-    let done = Arc::new(AtomicBool::new(false));
-    if !cfg!(miri) {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !done.load(SeqCst) {
-                if start.elapsed() > Duration::from_secs(20) {
-                    eprintln!("watchdog: {name} still running after 20 s: hung");
-                    std::process::abort();
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-    }
-    Watchdog(done)
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
-
 /// A busy wait's pause (a yield under Miri, whose threads take turns).
 fn relax() {
     if cfg!(miri) {
@@ -62,10 +37,6 @@ fn relax() {
     } else {
         std::hint::spin_loop();
     }
-}
-
-fn pp(a: usize) -> *mut c_void {
-    std::ptr::without_provenance_mut(a)
 }
 
 /// The index bits of a handle (layout in the notes of
@@ -167,7 +138,7 @@ fn stale_hot_race(r: &'static Registry, with: bool) -> (usize, usize) {
                     return;
                 }
                 seen = g;
-                r.unref(pp(target.load(SeqCst))).unwrap();
+                r.unref(ptr(target.load(SeqCst))).unwrap();
                 done.store(g, SeqCst);
             }
         })
@@ -368,10 +339,10 @@ fn forged_answers(r: &Registry, cands: &[usize]) -> Vec<String> {
             format!(
                 "{:#x}: {:?} {:?} {:?} {:?}",
                 c,
-                r.restore::<Val>(pp(c)).map(|g| g.n),
-                r.restore_with(pp(c), |v: &mut Val| v.n),
-                r.restore_ref::<Val>(pp(c)).map(|g| g.n),
-                r.check::<Val>(pp(c))
+                r.restore::<Val>(ptr(c)).map(|g| g.n),
+                r.restore_with(ptr(c), |v: &mut Val| v.n),
+                r.restore_ref::<Val>(ptr(c)).map(|g| g.n),
+                r.check::<Val>(ptr(c))
             )
         })
         .collect()
@@ -399,8 +370,8 @@ fn forged_integers_next_to_hot_handles_answer_as_on_a_fresh_thread() {
         // Again from this thread, re-heated between each.
         for &c in &cands {
             heat::<Val>(r, p);
-            let _ = r.restore::<Val>(pp(c));
-            let _ = r.restore_with(pp(c), |v: &mut Val| v.n);
+            let _ = r.restore::<Val>(ptr(c));
+            let _ = r.restore_with(ptr(c), |v: &mut Val| v.n);
             r.restore::<Val>(p).unwrap().bump();
         }
         assert_eq!(r.take::<Val>(p).map(|v| v.n), Ok(cands.len() as u64));
@@ -425,7 +396,7 @@ fn unref_and_take_while_another_thread_has_it_parked() {
         let (to_owner, owner_rx) = mpsc::channel::<&'static str>();
         let (to_main, main_rx) = mpsc::channel::<()>();
         let owner = std::thread::spawn(move || {
-            let p = pp(h);
+            let p = ptr(h);
             heat::<Val>(global(), p);
             // Parked, outside.
             to_main.send(()).unwrap();
@@ -445,7 +416,7 @@ fn unref_and_take_while_another_thread_has_it_parked() {
         match round % 4 {
             0 => {
                 to_owner.send("outside").unwrap();
-                assert_eq!(handle_registry::unref(pp(h)), Ok(()));
+                assert_eq!(handle_registry::unref(ptr(h)), Ok(()));
                 assert_eq!(
                     drops.load(SeqCst),
                     1,
@@ -454,15 +425,15 @@ fn unref_and_take_while_another_thread_has_it_parked() {
             }
             1 => {
                 to_owner.send("outside").unwrap();
-                let v = handle_registry::take::<Val>(pp(h)).unwrap();
+                let v = handle_registry::take::<Val>(ptr(h)).unwrap();
                 assert_eq!(v.n, 0);
             }
             2 => {
                 to_owner.send("inside").unwrap();
                 main_rx.recv().unwrap();
                 // Never waits; the owner's leave drops it.
-                assert_eq!(handle_registry::unref(pp(h)), Ok(()));
-                assert_eq!(handle_registry::unref(pp(h)), Err(Error::Stale));
+                assert_eq!(handle_registry::unref(ptr(h)), Ok(()));
+                assert_eq!(handle_registry::unref(ptr(h)), Err(Error::Stale));
                 assert_eq!(drops.load(SeqCst), 0);
                 to_owner.send("leave").unwrap();
             }
@@ -475,7 +446,7 @@ fn unref_and_take_while_another_thread_has_it_parked() {
                     std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
                     stop.send("leave").unwrap();
                 });
-                let v = handle_registry::take::<Val>(pp(h)).unwrap();
+                let v = handle_registry::take::<Val>(ptr(h)).unwrap();
                 assert_eq!(v.n, 1);
                 leaver.join().unwrap();
             }
@@ -511,9 +482,9 @@ fn two_threads_ping_pong_one_parked_handle() {
                         }
                         for i in 0..burst {
                             match (i + t) % 7 {
-                                0 => r.restore_with(pp(h), |v: &mut Val| v.bump()).unwrap(),
-                                1 => assert!(r.restore_ref::<Val>(pp(h)).unwrap().n > 0 || i < 2),
-                                _ => r.restore::<Val>(pp(h)).unwrap().bump(),
+                                0 => r.restore_with(ptr(h), |v: &mut Val| v.bump()).unwrap(),
+                                1 => assert!(r.restore_ref::<Val>(ptr(h)).unwrap().n > 0 || i < 2),
+                                _ => r.restore::<Val>(ptr(h)).unwrap().bump(),
                             }
                         }
                     }
@@ -526,7 +497,7 @@ fn two_threads_ping_pong_one_parked_handle() {
         let bumps_per_burst = (0..burst).filter(|i| i % 7 != 1).count()
             + (0..burst).filter(|i| (i + 1) % 7 != 1).count();
         assert_eq!(
-            r.take::<Val>(pp(h)).map(|v| v.n),
+            r.take::<Val>(ptr(h)).map(|v| v.n),
             Ok((rounds * bumps_per_burst) as u64)
         );
         assert_eq!(drops.load(SeqCst), 1);
@@ -560,19 +531,19 @@ fn steals_from_a_thread_parked_on_many_handles_and_blocked_inside_some() {
         let hs = hs.clone();
         std::thread::spawn(move || {
             for &h in &hs {
-                heat::<Val>(r, pp(h));
+                heat::<Val>(r, ptr(h));
             }
             let mut guards: Vec<Option<_>> = hs[..inside]
                 .iter()
                 .map(|&h| {
-                    let mut g = r.restore::<Val>(pp(h)).unwrap();
+                    let mut g = r.restore::<Val>(ptr(h)).unwrap();
                     g.bump();
                     Some(g)
                 })
                 .collect();
             // Nested: every other handle is Busy from inside.
             for &h in &hs[..inside] {
-                assert_eq!(r.restore::<Val>(pp(h)).err(), Some(Error::Busy));
+                assert_eq!(r.restore::<Val>(ptr(h)).err(), Some(Error::Busy));
             }
             entered_tx.send(()).unwrap();
             leave_rx.recv().unwrap();
@@ -586,11 +557,11 @@ fn steals_from_a_thread_parked_on_many_handles_and_blocked_inside_some() {
     };
     entered_rx.recv().unwrap();
     for &h in &hs[inside..] {
-        assert_eq!(r.take::<Val>(pp(h)).map(|v| v.n), Ok(0));
+        assert_eq!(r.take::<Val>(ptr(h)).map(|v| v.n), Ok(0));
     }
     let waiters: Vec<_> = hs[..inside]
         .iter()
-        .map(|&h| std::thread::spawn(move || r.take::<Val>(pp(h)).map(|v| v.n)))
+        .map(|&h| std::thread::spawn(move || r.take::<Val>(ptr(h)).map(|v| v.n)))
         .collect();
     std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 30 }));
     leave_tx.send(()).unwrap();
@@ -620,28 +591,28 @@ fn handles_parked_by_a_thread_that_ended() {
         let parker = hs.clone();
         std::thread::spawn(move || {
             for &h in &parker {
-                heat::<Val>(global(), pp(h));
-                handle_registry::restore::<Val>(pp(h)).unwrap().bump();
+                heat::<Val>(global(), ptr(h));
+                handle_registry::restore::<Val>(ptr(h)).unwrap().bump();
             }
         })
         .join()
         .unwrap();
-        handle_registry::restore::<Val>(pp(hs[0])).unwrap().bump();
-        assert_eq!(handle_registry::unref(pp(hs[1])), Ok(()));
+        handle_registry::restore::<Val>(ptr(hs[0])).unwrap().bump();
+        assert_eq!(handle_registry::unref(ptr(hs[1])), Ok(()));
         assert_eq!(drops[1].load(SeqCst), 1);
         let h2 = hs[2];
         for _ in 0..2 {
             std::thread::spawn(move || {
                 for _ in 0..STREAK + 10 {
-                    handle_registry::restore::<Val>(pp(h2)).unwrap().bump();
+                    handle_registry::restore::<Val>(ptr(h2)).unwrap().bump();
                 }
             })
             .join()
             .unwrap();
         }
-        assert_eq!(handle_registry::take::<Val>(pp(hs[0])).map(|v| v.n), Ok(2));
+        assert_eq!(handle_registry::take::<Val>(ptr(hs[0])).map(|v| v.n), Ok(2));
         assert_eq!(
-            handle_registry::take::<Val>(pp(h2)).map(|v| v.n),
+            handle_registry::take::<Val>(ptr(h2)).map(|v| v.n),
             Ok(1 + 2 * (STREAK as u64 + 10))
         );
         assert!(drops.iter().all(|d| d.load(SeqCst) == 1));
@@ -725,10 +696,10 @@ fn forgotten_parked_guards() {
             .unwrap();
         let (p, d) = ninth;
         assert_eq!(
-            owned.restore::<Val>(pp(p)).map(|g| g.n),
+            owned.restore::<Val>(ptr(p)).map(|g| g.n),
             Ok(3 * STREAK as u64)
         );
-        assert_eq!(owned.unref(pp(p)), Ok(()));
+        assert_eq!(owned.unref(ptr(p)), Ok(()));
         assert_eq!(d.load(SeqCst), 1);
     });
     assert!(drops.iter().all(|d| d.load(SeqCst) == 0));
@@ -754,13 +725,13 @@ impl Drop for Reentrant {
         let mut log = Vec::new();
         log.push(format!(
             "me {:?}",
-            handle_registry::restore::<Val>(pp(self.me)).err()
+            handle_registry::restore::<Val>(ptr(self.me)).err()
         ));
         for &o in &self.others {
             for _ in 0..3 {
                 log.push(format!(
                     "other {:?}",
-                    handle_registry::restore_with(pp(o), |v: &mut Val| v.bump())
+                    handle_registry::restore_with(ptr(o), |v: &mut Val| v.bump())
                 ));
             }
         }
@@ -769,7 +740,7 @@ impl Drop for Reentrant {
         if self.victim != 0 {
             log.push(format!(
                 "victim {:?}",
-                handle_registry::unref(pp(self.victim))
+                handle_registry::unref(ptr(self.victim))
             ));
         }
         self.log.lock().unwrap().extend(log);
@@ -801,17 +772,17 @@ fn drops_that_reenter_the_registry_during_park_and_steal() {
             victim: c,
             log: log.clone(),
         }) as usize;
-        handle_registry::restore::<Reentrant>(pp(x)).unwrap().me = x;
+        handle_registry::restore::<Reentrant>(ptr(x)).unwrap().me = x;
         let (tx, rx) = mpsc::channel::<()>();
         let (back, back_rx) = mpsc::channel::<()>();
         let owner = std::thread::spawn(move || {
             for h in [a, b, c] {
-                heat::<Val>(global(), pp(h));
+                heat::<Val>(global(), ptr(h));
             }
-            heat::<Reentrant>(global(), pp(x));
+            heat::<Reentrant>(global(), ptr(x));
             match case {
                 0 => {
-                    let g = handle_registry::restore::<Reentrant>(pp(x)).unwrap();
+                    let g = handle_registry::restore::<Reentrant>(ptr(x)).unwrap();
                     back.send(()).unwrap();
                     rx.recv().unwrap(); // unreffed meanwhile
                     drop(g); // the leave drops it, here
@@ -821,19 +792,19 @@ fn drops_that_reenter_the_registry_during_park_and_steal() {
                     rx.recv().unwrap();
                 }
                 _ => {
-                    let g = handle_registry::restore::<Reentrant>(pp(x)).unwrap();
-                    assert_eq!(handle_registry::unref(pp(x)), Ok(()));
+                    let g = handle_registry::restore::<Reentrant>(ptr(x)).unwrap();
+                    assert_eq!(handle_registry::unref(ptr(x)), Ok(()));
                     drop(g);
                     back.send(()).unwrap();
                     rx.recv().unwrap();
                 }
             }
             // `a` is this thread's hot handle or was stolen: still fine.
-            handle_registry::restore::<Val>(pp(a)).unwrap().bump();
+            handle_registry::restore::<Val>(ptr(a)).unwrap().bump();
         });
         back_rx.recv().unwrap();
         if case != 2 {
-            assert_eq!(handle_registry::unref(pp(x)), Ok(()));
+            assert_eq!(handle_registry::unref(ptr(x)), Ok(()));
         }
         tx.send(()).unwrap();
         owner.join().unwrap();
@@ -847,18 +818,9 @@ fn drops_that_reenter_the_registry_during_park_and_steal() {
         for (h, d) in [(a, &da), (b, &db)] {
             assert_eq!(d.load(SeqCst), 0);
             let n = if h == a { 4 } else { 3 };
-            assert_eq!(handle_registry::take::<Val>(pp(h)).map(|v| v.n), Ok(n));
+            assert_eq!(handle_registry::take::<Val>(ptr(h)).map(|v| v.n), Ok(n));
             assert_eq!(d.load(SeqCst), 1);
         }
-    }
-}
-
-struct PanicOnDrop(Arc<AtomicUsize>);
-
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-        panic!("PanicOnDrop");
     }
 }
 
@@ -884,7 +846,7 @@ fn panics_unwinding_through_parked_guards() {
                 let _g = r.restore::<PanicOnDrop>(p).unwrap();
                 let _inner = r.restore::<Val>(q).unwrap();
                 if by_other {
-                    std::thread::spawn(move || r.unref(pp(h)))
+                    std::thread::spawn(move || r.unref(ptr(h)))
                         .join()
                         .unwrap()
                         .unwrap();
@@ -935,7 +897,7 @@ impl Drop for Late {
             let h = self.parked[0];
             out.push(format!(
                 "{:?}",
-                handle_registry::restore::<Val>(pp(h)).err()
+                handle_registry::restore::<Val>(ptr(h)).err()
             ));
             out.push(format!("n {}", g.n));
         }
@@ -943,7 +905,7 @@ impl Drop for Late {
         for &h in &self.parked {
             let (mut ok, mut errs) = (0, Vec::new());
             for _ in 0..STREAK + 3 {
-                match handle_registry::restore::<Val>(pp(h)) {
+                match handle_registry::restore::<Val>(ptr(h)) {
                     Ok(mut g) => {
                         g.bump();
                         ok += 1;
@@ -997,9 +959,9 @@ fn a_parked_guard_in_a_late_thread_local() {
         let (end_tx, end_rx) = mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
             LATE.with(|_| ()); // registered before the crate's
-            heat::<Val>(global(), pp(h0));
-            heat::<Val>(global(), pp(h1));
-            let mut g = handle_registry::restore::<Val>(pp(h0)).unwrap();
+            heat::<Val>(global(), ptr(h0));
+            heat::<Val>(global(), ptr(h1));
+            let mut g = handle_registry::restore::<Val>(ptr(h0)).unwrap();
             g.bump();
             LATE.with(|l| {
                 let mut l = l.borrow_mut();
@@ -1011,10 +973,11 @@ fn a_parked_guard_in_a_late_thread_local() {
             end_rx.recv().unwrap();
         });
         inside_rx.recv().unwrap();
-        let waiter = take_it
-            .then(|| std::thread::spawn(move || handle_registry::take::<Val>(pp(h0)).map(|v| v.n)));
+        let waiter = take_it.then(|| {
+            std::thread::spawn(move || handle_registry::take::<Val>(ptr(h0)).map(|v| v.n))
+        });
         if !take_it {
-            assert_eq!(handle_registry::unref(pp(h0)), Ok(()));
+            assert_eq!(handle_registry::unref(ptr(h0)), Ok(()));
         }
         std::thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 10 }));
         end_tx.send(()).unwrap();
@@ -1041,7 +1004,10 @@ fn a_parked_guard_in_a_late_thread_local() {
         assert_eq!(d0.load(SeqCst), 1);
         assert_eq!(answers[3], format!("ok {steps} []"));
         assert_eq!(answers[4], format!("Ok({steps})"));
-        assert_eq!(handle_registry::take::<Val>(pp(h1)).map(|v| v.n), Ok(steps));
+        assert_eq!(
+            handle_registry::take::<Val>(ptr(h1)).map(|v| v.n),
+            Ok(steps)
+        );
         assert_eq!(d1.load(SeqCst), 1);
     }
     // Threads after it: park and get stolen from, each.
@@ -1051,16 +1017,16 @@ fn a_parked_guard_in_a_late_thread_local() {
         let (tx, rx) = mpsc::channel::<()>();
         let (back, back_rx) = mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
-            heat::<Val>(global(), pp(h));
+            heat::<Val>(global(), ptr(h));
             back.send(()).unwrap();
             rx.recv().unwrap();
-            handle_registry::restore::<Val>(pp(h)).unwrap().bump();
+            handle_registry::restore::<Val>(ptr(h)).unwrap().bump();
         });
         back_rx.recv().unwrap();
-        handle_registry::restore::<Val>(pp(h)).unwrap().bump();
+        handle_registry::restore::<Val>(ptr(h)).unwrap().bump();
         tx.send(()).unwrap();
         t.join().unwrap();
-        assert_eq!(handle_registry::take::<Val>(pp(h)).map(|v| v.n), Ok(2));
+        assert_eq!(handle_registry::take::<Val>(ptr(h)).map(|v| v.n), Ok(2));
         assert_eq!(d.load(SeqCst), 1);
     }
 }
@@ -1103,15 +1069,15 @@ fn registries_dropped_while_hot_then_recreated() {
                 .map(|&h| {
                     format!(
                         "{:?} {:?}",
-                        r.restore::<Val>(pp(h)).map(|g| g.n),
-                        r.restore_with(pp(h), |v: &mut Val| v.n)
+                        r.restore::<Val>(ptr(h)).map(|g| g.n),
+                        r.restore_with(ptr(h), |v: &mut Val| v.n)
                     )
                 })
                 .collect()
         };
         let here = ask(&r2, &old);
         for &h in &mine {
-            heat::<Val>(&r2, pp(h));
+            heat::<Val>(&r2, ptr(h));
         }
         let here_hot = ask(&r2, &old);
         let fresh = std::thread::scope(|s| s.spawn(|| ask(&r2, &old)).join().unwrap());
@@ -1120,12 +1086,12 @@ fn registries_dropped_while_hot_then_recreated() {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for &h in &mine {
-                    r2.restore::<Val>(pp(h)).unwrap().bump();
+                    r2.restore::<Val>(ptr(h)).unwrap().bump();
                 }
             });
         });
         for (&h, d) in mine.iter().zip(&drops) {
-            assert_eq!(r2.take::<Val>(pp(h)).map(|v| v.n), Ok(1));
+            assert_eq!(r2.take::<Val>(ptr(h)).map(|v| v.n), Ok(1));
             assert_eq!(d.load(SeqCst), 1);
         }
     }

@@ -68,7 +68,10 @@
 
 mod common;
 
-use common::{drain, in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
+use common::{
+    drain, in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic, PanicOnDrop,
+    PANIC_ON_DROP,
+};
 use handle_registry::{Error, Handle, Registry};
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
@@ -77,18 +80,6 @@ use std::sync::{mpsc, Arc, Barrier};
 
 /// Levels of a panicking payload (each is a panic: Miri pays for them).
 const DEEP: u32 = if cfg!(miri) { 2 } else { 6 };
-
-/// A value whose `Drop` always panics, also while its thread unwinds
-/// (where an uncaught one aborts the process): use it in a child only
-/// when it may be dropped by an unwind.
-struct Bomb(Arc<AtomicUsize>);
-
-impl Drop for Bomb {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-        panic!("Bomb dropped");
-    }
-}
 
 // ---------------------------------------------------------------------
 // Forged and foreign handles
@@ -989,7 +980,7 @@ fn panics_through_extern_c_never_unwind_into_c() {
                 // SAFETY: `c_for_each` calls `on_u32` with our handle.
                 let sum = unsafe { c_for_each(on_u32, p, 4) };
                 assert_eq!(sum, -3);
-                let bomb = Bomb(drops.clone());
+                let bomb = PanicOnDrop(drops.clone());
                 let skipped = r.with(p, move |_: &mut u32| drop(bomb));
                 assert_eq!(skipped, Err(Error::Panicked));
                 if body_panics {
@@ -1023,7 +1014,7 @@ fn panics_through_extern_c_never_unwind_into_c() {
                 assert_eq!(sum, -2);
                 // A call refused for its type, whose argument panics when
                 // dropped.
-                let refused = r.call::<Bomb, ()>(p, Bomb(bomb_drops.clone()));
+                let refused = r.call::<PanicOnDrop, ()>(p, PanicOnDrop(bomb_drops.clone()));
                 assert!(matches!(refused, Err(Error::WrongType { .. })));
                 if body_panics {
                     panic_any("body");
@@ -1268,9 +1259,9 @@ fn lend_ending_drops_an_unreffed_panicking_value() {
     }
     let r = Registry::new();
     let drops = Arc::new(AtomicUsize::new(0));
-    let p = r.save(Bomb(drops.clone()));
+    let p = r.save(PanicOnDrop(drops.clone()));
     let out = catch_unwind(AssertUnwindSafe(|| {
-        r.lend::<Bomb, _>(p, || {
+        r.lend::<PanicOnDrop, _>(p, || {
             r.unref(p).unwrap();
             panic_any("body");
         })
@@ -1278,20 +1269,20 @@ fn lend_ending_drops_an_unreffed_panicking_value() {
     assert_eq!(payload_text(&*out.err().unwrap()), "body");
     assert_eq!(drops.load(SeqCst), 1);
 
-    let p = r.save(Bomb(drops.clone()));
+    let p = r.save(PanicOnDrop(drops.clone()));
     let out = catch_unwind(AssertUnwindSafe(|| {
-        r.lend::<Bomb, _>(p, || {
+        r.lend::<PanicOnDrop, _>(p, || {
             r.unref(p).unwrap();
             7
         })
     }));
-    assert_eq!(payload_text(&*out.err().unwrap()), "Bomb dropped");
+    assert_eq!(payload_text(&*out.err().unwrap()), PANIC_ON_DROP);
     assert_eq!(drops.load(SeqCst), 2);
 
-    let p = r.save(Bomb(drops.clone()));
+    let p = r.save(PanicOnDrop(drops.clone()));
     let out = catch_unwind(AssertUnwindSafe(|| {
         let kept = r
-            .lend::<Bomb, _>(p, || r.restore::<Bomb>(p).unwrap())
+            .lend::<PanicOnDrop, _>(p, || r.restore::<PanicOnDrop>(p).unwrap())
             .unwrap();
         r.unref(p).unwrap();
         let _kept = kept;
@@ -1766,7 +1757,7 @@ fn a_thread_sharing_the_scopes_owner_id_never_reaches_it() {
 }
 
 unsafe extern "C" fn on_send_with_bomb(user_data: *mut c_void, i: c_int) -> c_int {
-    // Not for the call that panics: a `Bomb` dropped by that unwind would
+    // Not for the call that panics: a `PanicOnDrop` dropped by that unwind would
     // be the closure's own double panic, before any catch.
     let bomb = (i != 0).then(bomb);
     handle_registry::with(user_data, move |s: &mut u32| {
@@ -1791,18 +1782,18 @@ unsafe extern "C" fn on_sync_with_bomb(user_data: *mut c_void, _i: c_int) -> c_i
 
 unsafe extern "C" fn on_fn_with_bomb(user_data: *mut c_void, _i: c_int) -> c_int {
     let bomb = bomb();
-    handle_registry::call::<Bomb, c_int>(user_data, bomb).unwrap_or(-1)
+    handle_registry::call::<PanicOnDrop, c_int>(user_data, bomb).unwrap_or(-1)
 }
 
-/// Drops of the trampolines' `Bomb`s (a static, not a thread-local: Miri
+/// Drops of the trampolines' `PanicOnDrop` values (a static, not a thread-local: Miri
 /// reports a leak for a thread-local `Arc` of a thread whose destructors
 /// do not run). Only `refused_closures_owning_panicking_values_through_c`
 /// uses it.
 static BOMB_DROPS: std::sync::LazyLock<Arc<AtomicUsize>> =
     std::sync::LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
 
-fn bomb() -> Bomb {
-    Bomb(Arc::clone(&BOMB_DROPS))
+fn bomb() -> PanicOnDrop {
+    PanicOnDrop(Arc::clone(&BOMB_DROPS))
 }
 
 fn bomb_drops() -> usize {
@@ -1857,7 +1848,7 @@ fn refused_closures_owning_panicking_values_through_c() {
 
     let mut runs = 0;
     let cell = std::cell::Cell::new(std::ptr::null_mut());
-    let mut f = |b: Bomb| {
+    let mut f = |b: PanicOnDrop| {
         runs += 1;
         std::mem::forget(b);
         // SAFETY: as above; inside our own closure: `Busy`.
@@ -1870,7 +1861,7 @@ fn refused_closures_owning_panicking_values_through_c() {
             let sum = unsafe { c_for_each(on_fn_with_bomb, p, 2) };
             // `c_int` result inferred, closure returns `c_int`: served.
             // A wrong argument type: refused, its argument dropped.
-            let wrong = r.call::<(Bomb, u8), c_int>(p, (bomb(), 0));
+            let wrong = r.call::<(PanicOnDrop, u8), c_int>(p, (bomb(), 0));
             (sum, wrong.map_err(|e| std::mem::discriminant(&e)))
         })
         .unwrap();

@@ -47,6 +47,23 @@ impl Drop for Counted {
     }
 }
 
+/// Counts its drop in the shared counter, then panics with
+/// [`PANIC_ON_DROP`], also while its thread unwinds (where an uncaught one
+/// aborts the process): use it in a child process (`in_child`) wherever an
+/// unwind may drop it.
+#[derive(Debug)]
+pub struct PanicOnDrop(pub Arc<AtomicUsize>);
+
+/// The message a dropped [`PanicOnDrop`] panics with.
+pub const PANIC_ON_DROP: &str = "PanicOnDrop dropped";
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::panic::panic_any(PANIC_ON_DROP);
+    }
+}
+
 /// A panic payload that panics when dropped, `n` levels deep: each drop
 /// panics with `NestedPanic(n - 1)`, down to 0.
 #[derive(Debug)]
