@@ -17,6 +17,11 @@ impl Registry {
     /// Every live value's handle, type and save site: what a test or a
     /// shutdown hook prints to find handles that were never released.
     ///
+    /// A value unreffed while a guard of it was leaked with `mem::forget`
+    /// is not listed (nor counted by [`len`](Registry::len)): its handle
+    /// is no longer live, though the value is dropped only with the
+    /// registry (see README, "Threads and re-entrancy").
+    ///
     /// ```
     /// let r = handle_registry::Registry::new();
     /// let p = r.save(3.5f64);

@@ -45,6 +45,14 @@ impl<T: Any + Send> Handle<'static, T> {
     /// Takes ownership of a handle of the global registry, after checking
     /// that it is live and holds a `T`.
     ///
+    /// The `Handle` owns one reference: its drop (or
+    /// [`into_inner`](Handle::into_inner)) unrefs once. Call it once per
+    /// reference you own: once for a plain handle, once more per
+    /// [`retain`](crate::Registry::retain). Two `Handle`s made from one
+    /// reference share it: the first dropped unrefs the value, and the
+    /// other then finds the handle [stale](Error::Stale) (its drop does
+    /// nothing).
+    ///
     /// ```
     /// use handle_registry::Handle;
     ///
@@ -127,7 +135,8 @@ impl<'r, T: Any + Send> Handle<'r, T> {
     /// example through [`c_unref`](crate::c_unref) as a destroy-notify), or
     /// [`Error::Busy`] if this thread still borrows it through a guard
     /// obtained from the raw pointer; in that case the handle is unreffed
-    /// when the borrow ends, as on drop. (The registry tells this thread's
+    /// at once ([`Error::Stale`] from then on) and the value is dropped when
+    /// that borrow ends, as on drop. (The registry tells this thread's
     /// borrows by an owner id, which a thread still running its
     /// thread-local destructors may share with a newer thread, see the
     /// README's "Threads and re-entrancy": a borrow that such a thread

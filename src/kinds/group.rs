@@ -14,7 +14,12 @@
 //! Handles C already freed are skipped quietly.
 //!
 //! Each handle becomes stale when `clear` reaches it (they are removed one
-//! by one, in save order); once `clear` returns, all are. A callback racing
+//! by one, in save order); once `clear` returns, all that were members
+//! when it started are. A handle saved into the group while `clear` runs
+//! (by a removed value's `Drop`, say) is not one of them: it stays a
+//! member until the next `clear`, so that a `Drop` that always saves
+//! again cannot keep `clear` from returning. (Dropping the group is not
+//! affected: nothing can save into a group while it is dropped.) A callback racing
 //! `clear` on another thread may thus still see some of the group's handles
 //! live and others stale. Until `clear` has made it stale, a handle is
 //! still a member: it counts in [`Group::len`] and against the limit, also
@@ -237,9 +242,10 @@ impl<'r> Group<'r> {
         self.len() == 0
     }
 
-    /// Removes every live handle of the group (see the
-    /// [module notes](crate::kinds::group)) and returns how many it
-    /// removed. The group stays usable.
+    /// Removes every handle that was a live member when it started (see
+    /// the [module notes](crate::kinds::group), also for handles saved
+    /// into the group meanwhile) and returns how many it removed. The
+    /// group stays usable.
     ///
     /// If values' `Drop` panic, every handle is still removed, and the
     /// first panic is resumed after.
