@@ -41,7 +41,7 @@ for binary in "${binaries[@]}"; do
         # The reader-record and later adversarial tests are pure Rust (Miri
         # checks them, with seeds and on i686) and run under 20-second
         # watchdogs timed for native runs, which valgrind's slowdown trips.
-        case "$name" in adversarial_round2* | adversarial_round3 | adversarial_parked | adversarial_static | adversarial_completion | adversarial_kinds | adversarial_panic | adversarial_scope | readers) continue ;; esac
+        case "$name" in adversarial_round2* | adversarial_round3 | adversarial_parked | adversarial_static | adversarial_completion | adversarial_kinds | adversarial_panic | adversarial_scope | adversarial_cache | readers) continue ;; esac
         selected+=("$binary")
     else
         for wanted in "$@"; do
