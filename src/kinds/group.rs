@@ -15,15 +15,16 @@
 //!
 //! Each handle becomes stale when `clear` reaches it (they are removed one
 //! by one, in save order); once `clear` returns, all that were members
-//! when it started are. A handle saved into the group while `clear` runs
-//! (by a removed value's `Drop`, say) is not one of them: it stays a
-//! member until the next `clear`, so that a `Drop` that always saves
-//! again cannot keep `clear` from returning. (Dropping the group is not
-//! affected: nothing can save into a group while it is dropped.) A callback racing
-//! `clear` on another thread may thus still see some of the group's handles
-//! live and others stale. Until `clear` has made it stale, a handle is
-//! still a member: it counts in [`Group::len`] and against the limit, also
-//! for a value's `Drop` that saves into the group while `clear` runs.
+//! when it started are. A callback racing `clear` on another thread may
+//! thus still see some of the group's handles live and others stale. A
+//! handle saved into the group while `clear` runs (by a removed value's
+//! `Drop`, say) is not one of them: it stays a member until the next
+//! `clear`, so that a `Drop` that always saves again cannot keep `clear`
+//! from returning. (Dropping the group is not affected: nothing can save
+//! into a group while it is dropped.) Until `clear` has made it stale, a
+//! handle is still a member: it counts in [`Group::len`] and against the
+//! limit, also for a value's `Drop` that saves into the group while
+//! `clear` runs.
 //! A `clear` started meanwhile (from such a `Drop`, or another thread)
 //! shares the remaining work; so when two threads clear one group at once,
 //! one may return while the other is still removing one of the handles
