@@ -15,10 +15,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
-use common::{in_child, ptr, rounds, watchdog, Counted, OnDrop, PanicOnDrop};
+use common::{in_child, ptr, rounds, watchdog, Counted, OnDrop, PanicOnDrop, INDEX_MASK};
 use handle_registry::{Error, Group, Handle, Registry};
-
-const INDEX_MASK: usize = if usize::BITS == 32 { 0xffff } else { 0xff_ffff };
 
 /// How many live values of the type named `name` the global registry holds.
 fn live_of(name: &str) -> usize {

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{ptr, watchdog, PanicOnDrop};
+use common::{ptr, watchdog, PanicOnDrop, INDEX_MASK};
 use handle_registry::{Error, Registry};
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -39,15 +39,9 @@ fn relax() {
     }
 }
 
-/// The index bits of a handle (layout in the notes of
-/// `handle_registry::handle`: 24 bits on 64-bit targets, 16 on 32-bit).
+/// The index bits of a handle.
 fn index(p: *mut c_void) -> usize {
-    let bits = if cfg!(target_pointer_width = "64") {
-        24
-    } else {
-        16
-    };
-    p as usize & ((1 << bits) - 1)
+    p as usize & INDEX_MASK
 }
 
 /// A value that counts its drops and sees two `&mut` at once.

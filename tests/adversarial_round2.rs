@@ -16,10 +16,7 @@ use std::time::Duration;
 use handle_registry::{Error, Registry, SharedGuard};
 
 mod common;
-use common::{in_child, ptr, rounds, watchdog, OnDrop};
-
-/// A handle's slot-index bits (see the README's handle layout).
-const INDEX_MASK: usize = if usize::BITS == 32 { 0xffff } else { 0xff_ffff };
+use common::{in_child, ptr, rounds, watchdog, OnDrop, INDEX_MASK};
 
 /// Asserts it is dropped exactly once (the count is checked by the test).
 struct Once(Arc<AtomicUsize>, u64);

@@ -12,13 +12,12 @@ use std::sync::Arc;
 use handle_registry::{Error, Registry};
 
 mod common;
-use common::{ptr, rounds, watchdog};
+use common::{ptr, rounds, watchdog, INDEX_BITS, INDEX_MASK};
 
-/// Handle layout (see the README): index + 1, registry id, generation.
-const INDEX_BITS: u32 = if usize::BITS == 32 { 16 } else { 24 };
+/// Handle layout (see the README): index + 1 (`common::INDEX_BITS`),
+/// registry id, generation.
 const REGISTRY_BITS: u32 = if usize::BITS == 32 { 4 } else { 8 };
 const GEN_BITS: u32 = if usize::BITS == 32 { 12 } else { 32 };
-const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
 const REGISTRY_MASK: usize = (1 << REGISTRY_BITS) - 1;
 const MAX_GEN: u32 = ((1u64 << GEN_BITS) - 1) as u32;
 

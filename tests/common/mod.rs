@@ -16,6 +16,12 @@ pub fn ptr(p: usize) -> *mut c_void {
     std::ptr::without_provenance_mut(p)
 }
 
+/// How many low bits of a handle hold its slot index + 1 (README, "Handle
+/// layout"): 24 on 64-bit targets, 16 on 32-bit ones.
+pub const INDEX_BITS: u32 = if usize::BITS == 32 { 16 } else { 24 };
+/// A handle's slot-index bits: two live handles never share them.
+pub const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+
 /// `native` rounds in a native run, `miri` under Miri.
 pub fn rounds(native: usize, miri: usize) -> usize {
     if cfg!(miri) {
