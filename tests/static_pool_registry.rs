@@ -14,7 +14,7 @@ static_callbacks! {
 #[test]
 #[cfg_attr(
     all(miri, target_pointer_width = "64"),
-    ignore = "254 registries take minutes under Miri; .ci/run runs it under Miri on i686, where 14 fill the ids"
+    ignore = "254 registries take minutes under Miri; CI runs it under Miri on i686 (.ci/miri.sh), where 14 fill the ids"
 )]
 fn a_failed_first_acquire_is_retried_by_the_next() {
     // Every registry id taken: the pools cannot create theirs.
