@@ -1593,6 +1593,9 @@ impl Registry {
         exclusive_word: usize,
         mut seen: usize,
     ) -> Result<usize, Error> {
+        // The id this thread had when `seen` was read. Never `thread::id()`:
+        // it may assign the very id `seen` names (see `thread`).
+        let me = thread::known_id();
         let mut waiting = None;
         loop {
             if slot::generation(seen) != generation || seen & LIVE == 0 {
@@ -1652,13 +1655,13 @@ impl Registry {
                 }
             }
             // Blocked by `seen` itself (never a fresh load: we may park on it).
-            if seen & PINNED != 0 && Some(slot::borrow(seen)) != thread::id() {
+            if seen & PINNED != 0 && Some(slot::borrow(seen)) != me {
                 return Err(Error::WrongThread);
             }
             let mine = if mode == Mode::Reclaim {
                 false
             } else if seen & EXCLUSIVE != 0 {
-                Some(slot::borrow(seen)) == thread::id()
+                Some(slot::borrow(seen)) == me
             } else if readers == slot::MAX_BORROW && mode == Mode::Shared {
                 true // the count would overflow: refuse, as for a conflict
             } else {

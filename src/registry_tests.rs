@@ -759,3 +759,34 @@ fn retain_at_the_maximum_count_is_full() {
     r.unref(p).unwrap();
     assert_eq!(r.check::<u8>(p), Err(Error::Stale));
 }
+
+/// A reader that had no owner id when it read the word does not take an
+/// exclusive borrow named there for its own once it has an id: the owner
+/// may have released, exited and given the id back since, to this very
+/// reader. It waits and borrows, never `Busy` (`tests/readers.rs`'s
+/// `mixed_readers_writers_and_unref` once answered `Busy` so).
+#[test]
+fn an_id_taken_after_the_word_was_read_never_owns_its_borrow() {
+    let r = Registry::new();
+    let p = r.save(7u32);
+    let (slot, generation) = r.lookup(p).unwrap();
+    let free = slot.state.load(Ordering::SeqCst);
+    let h = p as usize;
+    for _ in 0..3 {
+        // The owner's thread takes an id and exits; the id pool hands the
+        // id it gave back to the next thread that asks (unless another
+        // test's thread asks first, when this round proves nothing).
+        let owner = std::thread::spawn(|| thread::id().unwrap()).join().unwrap();
+        let stale = slot::exclusive(generation, owner);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(thread::known_id(), None);
+                let borrowed = r.borrow_slow(ptr(h), slot, generation, Mode::Shared, 0, stale);
+                assert_eq!(borrowed, Ok(free + slot::READER));
+                // SAFETY: the shared borrow just taken.
+                unsafe { r.release_shared(slot) };
+            });
+        });
+    }
+    assert_eq!(r.take::<u32>(p), Ok(7));
+}

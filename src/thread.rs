@@ -24,6 +24,13 @@
 //!   [`parked`](crate::parked)): a shared id must never enter one. If the
 //!   thread is still inside a parked borrow then, its id is kept for good
 //!   instead of given back.
+//! * An id is compared only with words read while the thread had it. A
+//!   reader needs no id, so a thread may read a word before it has one;
+//!   the id it is given afterwards may be the very id that word names,
+//!   given back meanwhile by an owner that released and exited. Taking
+//!   that borrow for its own would answer `Busy` where it should wait, so
+//!   the slow path asks [`known_id`] once, before it looks at the word,
+//!   and never assigns.
 //! * The shared-borrow list keeps its first [`INLINE`] entries in a
 //!   destructor-free thread-local and spills the rest to a vector. If the
 //!   vector is destroyed while it still lists borrows, the thread can no
