@@ -154,7 +154,9 @@ enum Mode {
     /// the handle (a scope taking its record back after its body
     /// returned): every other borrow is another thread's, to wait for,
     /// even where this thread's bookkeeping could not tell (a lost shared
-    /// list, an owner id shared during thread-local teardown).
+    /// list, an owner id shared during thread-local teardown). Its borrow
+    /// names [`thread::RECLAIMER`], no thread's id, so no thread takes it
+    /// for its own.
     Reclaim,
 }
 
@@ -1552,7 +1554,7 @@ impl Registry {
                 Some(id) => slot::exclusive(generation, id),
                 None => return Err(Error::Busy),
             },
-            Mode::Reclaim => slot::exclusive(generation, thread::reclaim_id()),
+            Mode::Reclaim => slot::exclusive(generation, thread::RECLAIMER),
             Mode::Shared => free | READER,
         };
         let locked =

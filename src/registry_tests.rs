@@ -790,3 +790,53 @@ fn an_id_taken_after_the_word_was_read_never_owns_its_borrow() {
     }
     assert_eq!(r.take::<u32>(p), Ok(7));
 }
+
+/// A scope's end waits for every other thread's call, even one of a
+/// thread that shares this thread's owner id (as a new thread may while
+/// this one is in thread-local teardown): the reclaim's borrow names no
+/// thread's id, so that call waits and then finds the handle `Stale`,
+/// never `Busy`.
+#[test]
+fn a_thread_sharing_the_owner_id_waits_for_a_scopes_end() {
+    let r = Registry::new();
+    let (handle_tx, handle_rx) = mpsc::channel::<(usize, usize)>();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let r = &r;
+    std::thread::scope(|s| {
+        // The scope's thread: its end reclaims the record while a reader
+        // still holds it, and waits there for the reader.
+        s.spawn(move || {
+            let id = crate::thread::id().unwrap();
+            r.scope_sync(&0u32, |p| {
+                let h = p as usize;
+                s.spawn(move || {
+                    r.with_ref(ptr(h), |_: &u32| {
+                        entered_tx.send(()).unwrap();
+                        go_rx.recv().unwrap();
+                    })
+                    .unwrap();
+                });
+                entered_rx.recv().unwrap();
+                handle_tx.send((h, id)).unwrap();
+            })
+            .unwrap();
+        });
+        let (h, id) = handle_rx.recv().unwrap();
+        let (slot, _) = r.lookup(ptr(h)).unwrap();
+        while slot.state.load(Ordering::SeqCst) & EXCLUSIVE == 0 {
+            std::thread::yield_now();
+        }
+        // The reclaim holds its borrow and waits for the reader.
+        let sharer = s.spawn(move || {
+            crate::thread::share_id_for_test(id);
+            r.with_ref(ptr(h), |_: &u32| ())
+        });
+        while slot.state.load(Ordering::SeqCst) & WAITING == 0 && !sharer.is_finished() {
+            std::thread::yield_now();
+        }
+        go_tx.send(()).unwrap();
+        assert_eq!(sharer.join().unwrap(), Err(Error::Stale));
+    });
+    assert!(r.is_empty());
+}

@@ -88,9 +88,17 @@ impl Drop for Spill {
 /// borrow field counts; only conceivable on 32-bit targets).
 const EXHAUSTED: usize = usize::MAX;
 
-/// The owner id a reclaim takes on a thread without an id of its own
-/// (see [`reclaim_id`]). Never handed to a thread.
-const RECLAIMER: usize = MAX_BORROW;
+/// The owner id every reclaim (`Mode::Reclaim`) takes, on any thread.
+/// Never handed to a thread. A reclaim needs no id to tell its own
+/// borrows (it has none of that handle) and holds its borrow only until
+/// it removed the value, running no caller's code meanwhile, so reclaims
+/// may share it. It must not be this thread's id either: during
+/// thread-local teardown a new thread may share that id, and would take
+/// the reclaim's borrow for its own and answer `Busy` instead of waiting
+/// (`tests/adversarial_scope.rs`, a worker calling back into a scope that
+/// ends in a destructor). And a thread without an id (every id taken)
+/// must still end its scopes.
+pub(crate) const RECLAIMER: usize = MAX_BORROW;
 
 thread_locals! {
     static ID: Cell<usize> = const { Cell::new(0) };
@@ -111,22 +119,20 @@ pub(crate) fn id() -> Option<usize> {
     }
 }
 
-/// The owner id for a reclaim (`Mode::Reclaim`): this thread's, or, when
-/// every id is taken, one reserved for the purpose. A reclaim needs no id
-/// to tell its own borrows (it has none of that handle) and holds its
-/// borrow only until it removed the value, so reclaims of different
-/// handles may share it; but without one, a scope's end on such a thread
-/// could neither wait for other threads' borrows nor remove its record.
-pub(crate) fn reclaim_id() -> usize {
-    id().unwrap_or(RECLAIMER)
-}
-
 /// Makes this thread one that found every id taken, as on a 32-bit target
 /// with more live threads than ids.
 #[cfg(test)]
 pub(crate) fn exhaust_for_test() {
     assert_eq!(ID.with(Cell::get), 0, "the thread has an id already");
     ID.with(|cell| cell.set(EXHAUSTED));
+}
+
+/// Gives this thread the owner id `id` of another live thread, as a new
+/// thread may share the id of one in thread-local teardown.
+#[cfg(test)]
+pub(crate) fn share_id_for_test(id: usize) {
+    assert_eq!(ID.with(Cell::get), 0, "the thread has an id already");
+    ID.with(|cell| cell.set(id));
 }
 
 /// This thread's owner id if it has one already: the fast path's check,
