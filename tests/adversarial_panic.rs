@@ -32,7 +32,9 @@
 
 mod common;
 
-use common::{drain, in_child, payload_text, ptr, rounds, watchdog, Counted, NestedPanic};
+use common::{
+    drain, in_child, payload_text, ptr, rounds, spin_until, watchdog, Counted, NestedPanic,
+};
 use handle_registry::failures::RECENT;
 use handle_registry::panic::PanicCarrier;
 use handle_registry::{Error, Handle, Registry};
@@ -620,9 +622,7 @@ fn a_snapshot_never_lists_a_refusal_it_did_not_count() {
     std::thread::scope(|s| {
         s.spawn(|| {
             for round in 1..=n {
-                while turn.load(SeqCst) != 2 * round - 1 {
-                    std::hint::spin_loop();
-                }
+                spin_until(|| turn.load(SeqCst) == 2 * round - 1);
                 let _ = r.unref(forged(0, round));
                 turn.store(2 * round, SeqCst);
             }
@@ -640,9 +640,7 @@ fn a_snapshot_never_lists_a_refusal_it_did_not_count() {
                     "round {round}: the refusal is in recent() but total() is still {before}\n{f}"
                 ));
             }
-            while turn.load(SeqCst) != 2 * round {
-                std::hint::spin_loop();
-            }
+            spin_until(|| turn.load(SeqCst) == 2 * round);
         }
     });
     assert!(bad.is_none(), "{}", bad.unwrap());

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{ptr, watchdog, PanicOnDrop, INDEX_MASK};
+use common::{ptr, spin_until, watchdog, PanicOnDrop, INDEX_MASK};
 use handle_registry::{Error, Registry};
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -28,15 +28,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A busy wait's pause (a yield under Miri, whose threads take turns).
-fn relax() {
-    if cfg!(miri) {
-        std::thread::yield_now();
-    } else {
-        std::hint::spin_loop();
-    }
 }
 
 /// The index bits of a handle.
@@ -121,13 +112,11 @@ fn stale_hot_race(r: &'static Registry, with: bool) -> (usize, usize) {
         std::thread::spawn(move || {
             let mut seen = 0;
             loop {
-                let g = loop {
-                    let g = go.load(SeqCst);
-                    if g != seen {
-                        break g;
-                    }
-                    relax();
-                };
+                let mut g = seen;
+                spin_until(|| {
+                    g = go.load(SeqCst);
+                    g != seen
+                });
                 if g == usize::MAX {
                     return;
                 }
@@ -171,9 +160,7 @@ fn stale_hot_race(r: &'static Registry, with: bool) -> (usize, usize) {
             r.restore::<Val>(h).err()
         };
         assert_eq!(stale, Some(Error::Stale));
-        while done.load(SeqCst) != attempts {
-            relax();
-        }
+        spin_until(|| done.load(SeqCst) == attempts);
         assert_eq!(first.load(SeqCst), 1);
         if dropped.load(SeqCst) != 1 {
             // Not late: nothing will ever drop it.

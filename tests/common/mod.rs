@@ -7,6 +7,7 @@
 
 use std::any::Any;
 use std::ffi::c_void;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -105,6 +106,23 @@ pub fn drain(payload: Box<dyn Any + Send>) -> u32 {
     }
 }
 
+/// Spins until `done()` holds, yielding after the first few hundred
+/// spins (under Miri, whose threads take turns, at once). A pure spin on a
+/// core it shares with the thread it waits for waits out a time slice per
+/// hand-off: a 20 000-round ping-pong ran past the [`watchdog`] on a
+/// loaded machine.
+pub fn spin_until(mut done: impl FnMut() -> bool) {
+    let mut spins = 0;
+    while !done() {
+        if spins < 256 && !cfg!(miri) {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// Aborts the process with `what` if not dropped within 20 s.
 pub struct Watchdog(
     Option<mpsc::Sender<()>>,
@@ -120,7 +138,12 @@ pub fn watchdog(what: &'static str) -> Watchdog {
     let (tx, rx) = mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(20)) {
-            eprintln!("WATCHDOG: `{what}` hung for 20 s (deadlock?); aborting");
+            // Not `eprintln!`: the test harness captures that, also from
+            // threads the test spawned, and the abort would lose it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "WATCHDOG: `{what}` hung for 20 s (deadlock?); aborting"
+            );
             std::process::abort();
         }
     });
