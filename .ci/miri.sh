@@ -14,7 +14,9 @@
 # On the 2-core machine CI runs on (2026-11-29), one after the other:
 # every-test 30 minutes, the schedules 25, i686 14, and valgrind, which
 # .ci/run runs after every-test, 5; side by side, all of CI took 53
-# minutes (3196 s), against 78 (4670 s) before.
+# minutes (3196 s), against 78 (4670 s) before. On an Intel Xeon host
+# (2026-11-29, 1d621e1) it took 72 minutes (4340 s), 04:05-05:17 UTC;
+# the steps before Miri took 12 of them there, against 5.
 # Run `cargo +nightly miri setup` for both targets first: two lanes setting
 # up one sysroot at once would race.
 set -euo pipefail
